@@ -1,0 +1,8 @@
+"""weakseg: weakly-supervised semantic segmentation with regularized losses.
+
+Partial cross-entropy on the few labeled pixels plus a relaxed shallow segmentation energy
+(dense CRF, normalized cut, kernel cut, grid Potts) on all pixels, after Tang et al.,
+"On Regularized Losses for Weakly-supervised CNN Segmentation" (ECCV 2018).
+"""
+
+__version__ = "0.1.0.dev0"
