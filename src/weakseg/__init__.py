@@ -6,3 +6,7 @@ Partial cross-entropy on the few labeled pixels plus a relaxed shallow segmentat
 """
 
 __version__ = "0.1.0.dev0"
+
+from weakseg.segment import segment_image
+
+__all__ = ["__version__", "segment_image"]

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from weakseg._validation import (
     check_finite,
     check_floating,
     check_not_empty,
-    check_same_batch_and_spatial,
-    check_same_device,
     check_tensor,
 )
 
 
 def check_features(features: Tensor) -> None:
-    """``features`` must be a finite, non-empty float tensor ``[B, D, *spatial]`` or ``[B, D, N]``."""
+    """``features``: a finite, non-empty float tensor ``[B, D, *spatial]`` or ``[B, D, N]``."""
     check_tensor("features", features)
     if features.ndim < 3:
         raise ValueError(
@@ -27,17 +26,28 @@ def check_features(features: Tensor) -> None:
     check_finite("features", features)
 
 
-def check_values(values: Tensor, features: Tensor) -> None:
-    """``values [B, C, *spatial]`` must match ``features`` in batch, layout, device and dtype."""
+def check_values(values: Tensor, features_shape: tuple[int, ...], device: torch.device) -> None:
+    """``values [B, C, *spatial]`` must match the features' batch size, layout and device."""
     check_tensor("values", values)
-    if values.ndim != features.ndim:
+    if values.ndim != len(features_shape):
         raise ValueError(
-            f"values must have the layout of features ([B, C] + spatial {tuple(features.shape[2:])}"
+            f"values must have the layout of features ([B, C] + spatial {tuple(features_shape[2:])}"
             f"), got {values.ndim} dims with shape {tuple(values.shape)} for features of shape "
-            f"{tuple(features.shape)}"
+            f"{tuple(features_shape)}"
         )
     check_not_empty("values", values)
     check_floating("values", values)
-    check_same_batch_and_spatial("values", values, "features", features)
-    check_same_device("values", values, "features", features)
+    if values.shape[0] != features_shape[0]:
+        raise ValueError(
+            f"batch size mismatch: values has {values.shape[0]} (shape {tuple(values.shape)}), "
+            f"features has {features_shape[0]} (shape {tuple(features_shape)})"
+        )
+    if tuple(values.shape[2:]) != tuple(features_shape[2:]):
+        raise ValueError(
+            f"spatial size mismatch: values has {tuple(values.shape[2:])} (shape "
+            f"{tuple(values.shape)}), features has {tuple(features_shape[2:])} (shape "
+            f"{tuple(features_shape)})"
+        )
+    if values.device != device:
+        raise ValueError(f"values is on {values.device} but features are on {device}")
     check_finite("values", values)

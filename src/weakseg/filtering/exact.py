@@ -38,7 +38,7 @@ def dense_gaussian_filter(values: Tensor, features: Tensor) -> Tensor:
         True
     """
     check_features(features)
-    check_values(values, features)
+    check_values(values, tuple(features.shape), features.device)
     if values.dtype != features.dtype:
         raise TypeError(
             f"values ({values.dtype}) and features ({features.dtype}) must have the same dtype"

@@ -1,0 +1,194 @@
+"""PermutohedralLattice against the exact filter: accuracy, scale, symmetry, layouts, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from weakseg.filtering import (
+    PermutohedralLattice,
+    dense_gaussian_filter,
+    rgbxy_features,
+    volume_features,
+)
+
+
+def relative_error(approx: torch.Tensor, exact: torch.Tensor) -> float:
+    return float((approx.double() - exact.double()).norm() / exact.double().norm())
+
+
+def natural_crop(name: str) -> torch.Tensor:
+    """A 64x64 crop of a scikit-image sample photo, [1, 3, 64, 64] float in 0-255."""
+    skimage_data = pytest.importorskip("skimage.data")
+    image, (top, left) = {
+        "astronaut": (skimage_data.astronaut(), (100, 180)),  # face, hair, background edges
+        "coffee": (skimage_data.coffee(), (150, 250)),  # cup rim, saucer and shadows
+    }[name]
+    crop = torch.from_numpy(image[top : top + 64, left : left + 64].copy())
+    return crop.permute(2, 0, 1).float()[None]
+
+
+def channels(kind: str, size: int = 64) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    if kind == "random":
+        return torch.rand(1, 4, size, size, generator=generator, dtype=torch.float64)
+    if kind == "softmax":  # smooth, probability-like, as a segmentation network gives
+        logits = torch.randn(1, 4, 8, 8, generator=generator, dtype=torch.float64) * 3
+        return torch.softmax(F.interpolate(logits, size=size, mode="bilinear"), dim=1)
+    return torch.ones(1, 1, size, size, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("image", ["astronaut", "coffee"])
+@pytest.mark.parametrize("sigma_xy", [5.0, 80.0])
+def test_accuracy_on_natural_images(image: str, sigma_xy: float) -> None:
+    # The issue's bar: relative L2 error <= 0.15 for every kind of channel (the original C++
+    # lattice: 0.38-0.45). Measured here: 0.07-0.13.
+    features = rgbxy_features(natural_crop(image).double(), sigma_rgb=15.0, sigma_xy=sigma_xy)
+    lattice = PermutohedralLattice(features)
+    for kind in ("random", "softmax", "ones"):
+        values = channels(kind)
+        error = relative_error(lattice(values), dense_gaussian_filter(values, features))
+        assert error <= 0.15, f"{kind}: relative error {error:.3f}"
+
+
+@pytest.mark.parametrize("image", ["astronaut", "coffee"])
+def test_unbiased_degree(image: str) -> None:
+    # Mean degree W 1 within 5% of the exact one (the original returns 0.55-0.62 of it).
+    features = rgbxy_features(natural_crop(image), sigma_rgb=15.0, sigma_xy=80.0)
+    ones = torch.ones(1, 1, 64, 64)
+    approx = PermutohedralLattice(features)(ones)
+    ratio = approx.mean() / dense_gaussian_filter(ones, features).mean()
+    assert 0.95 <= float(ratio) <= 1.05
+
+
+def test_calibration_can_be_disabled() -> None:
+    features = rgbxy_features(natural_crop("coffee"), sigma_rgb=15.0, sigma_xy=80.0)
+    ones = torch.ones(1, 1, 64, 64)
+    calibrated = PermutohedralLattice(features)(ones)
+    analytic = PermutohedralLattice(features, calibrate=False)(ones)
+    # Same operator up to one scalar per batch element.
+    scale = calibrated.sum() / analytic.sum()
+    torch.testing.assert_close(calibrated, analytic * scale)
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_symmetric_and_linear(device: torch.device, dtype: torch.dtype, tolerance: float) -> None:
+    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(2, 3, 40, 30, generator=generator, dtype=dtype) * 255
+    lattice = PermutohedralLattice(rgbxy_features(images.to(device), 15.0, 10.0))
+    u = torch.rand(2, 3, 40, 30, generator=generator, dtype=dtype).to(device)
+    v = torch.randn(2, 3, 40, 30, generator=generator, dtype=dtype).to(device)
+    wu, wv = lattice(u), lattice(v)
+    gap = (u * wv).sum() - (wu * v).sum()
+    assert float(gap.abs() / (u * wv).sum().abs()) <= tolerance
+    combined = lattice(2.5 * u - 0.5 * v)
+    assert float((combined - (2.5 * wu - 0.5 * wv)).norm() / combined.norm()) <= tolerance
+
+
+def test_gradient_is_the_same_operator(device: torch.device) -> None:
+    features = torch.randn(1, 3, 7, 6, dtype=torch.float64, device=device) * 2
+    lattice = PermutohedralLattice(features)
+    values = torch.rand(1, 2, 7, 6, dtype=torch.float64, device=device, requires_grad=True)
+    # gradcheck compares the numerical Jacobian W with the backward's W^T: equal iff symmetric.
+    assert torch.autograd.gradcheck(lattice, (values,))
+    weights = torch.randn(1, 2, 7, 6, dtype=torch.float64, device=device)
+    (grad,) = torch.autograd.grad((lattice(values) * weights).sum(), values)
+    torch.testing.assert_close(grad, lattice(weights))
+
+
+def grid_with_channels(dims: int) -> torch.Tensor:
+    """[1, dims, 24, 24]: x, y over a 24x24 grid (bandwidth 4 px), then smooth extra channels."""
+    generator = torch.Generator().manual_seed(dims)
+    ys, xs = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
+    smooth = torch.rand(1, 6, 4, 4, generator=generator, dtype=torch.float64)
+    extra = F.interpolate(smooth, size=24, mode="bilinear") * 6.0
+    return torch.cat([torch.stack([xs, ys]).double()[None] / 4.0, extra], dim=1)[:, :dims]
+
+
+@pytest.mark.parametrize("dims", range(1, 9))
+def test_any_feature_dimension(dims: int) -> None:
+    # The lattice's error grows with D (more directions, more absent vertices): measured 0.013
+    # at D=1 to 0.24 at D=8 on these features; the bound is 0.04 D, about 1.3-3x that.
+    features = grid_with_channels(dims)
+    values = torch.rand(1, 3, 24, 24, dtype=torch.float64)
+    exact = dense_gaussian_filter(values, features)
+    assert relative_error(PermutohedralLattice(features)(values), exact) <= 0.04 * dims
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (3.0, 1.0, 1.0)])
+def test_volumes(device: torch.device, spacing: tuple[float, float, float]) -> None:
+    generator = torch.Generator().manual_seed(2)
+    volume = torch.rand(1, 1, 8, 12, 12, generator=generator, dtype=torch.float64) * 255
+    volume = F.avg_pool3d(volume, 3, stride=1, padding=1).to(device)
+    features = volume_features(volume, sigma_intensity=10.0, sigma_xyz=3.0, spacing=spacing)
+    values = torch.rand(1, 2, 8, 12, 12, generator=generator, dtype=torch.float64).to(device)
+    exact = dense_gaussian_filter(values, features)
+    assert relative_error(PermutohedralLattice(features)(values), exact) <= 0.15
+
+
+def test_batch_elements_are_independent() -> None:
+    images = torch.rand(3, 3, 20, 20) * 255
+    features = rgbxy_features(images, 15.0, 5.0)
+    values = torch.rand(3, 2, 20, 20)
+    together = PermutohedralLattice(features)(values)
+    for b in range(3):
+        alone = PermutohedralLattice(features[b : b + 1])(values[b : b + 1])
+        torch.testing.assert_close(together[b : b + 1], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_flat_layout_and_reuse() -> None:
+    features = torch.randn(2, 4, 100) * 2
+    lattice = PermutohedralLattice(features)
+    first = lattice(torch.rand(2, 5, 100))
+    assert first.shape == (2, 5, 100)
+    values = torch.rand(2, 1, 100)
+    torch.testing.assert_close(lattice(values), lattice(values))  # deterministic, reusable
+    again = PermutohedralLattice(features)
+    torch.testing.assert_close(again(values), lattice(values))  # calibration is seeded
+
+
+def test_dtypes() -> None:
+    features = torch.randn(1, 3, 6, 6)
+    assert PermutohedralLattice(features.double())(torch.rand(1, 2, 6, 6)).dtype == torch.float32
+    assert PermutohedralLattice(features.double()).dtype == torch.float64
+    half = torch.rand(1, 2, 6, 6).half()
+    assert PermutohedralLattice(features)(half).dtype == torch.float16
+
+
+def test_distant_points_do_not_interact() -> None:
+    # Points many bandwidths apart share no lattice vertex: W is diagonal. (Its diagonal, the
+    # self weight, varies with the point's place in its simplex, as in every lattice filter.)
+    features = torch.tensor([[[0.0, 50.0, 100.0], [0.0, -50.0, 30.0]]])
+    out = PermutohedralLattice(features)(torch.eye(3)[None])  # column q = W e_q
+    off_diagonal = out[0] - torch.diag(torch.diagonal(out[0]))
+    assert float(off_diagonal.abs().max()) == 0.0
+    assert bool((torch.diagonal(out[0]) > 0.5).all() and (torch.diagonal(out[0]) < 2.0).all())
+
+
+@pytest.mark.parametrize(
+    ("features", "values", "error", "message"),
+    [
+        (torch.rand(2, 8), None, ValueError, "at least 3 dims"),
+        (torch.rand(1, 0, 4, 4), None, ValueError, "empty"),
+        (torch.ones(1, 2, 4, 4, dtype=torch.int64), None, TypeError, "floating-point"),
+        (torch.full((1, 2, 4, 4), float("inf")), None, ValueError, "non-finite"),
+        (torch.rand(1, 2, 4, 4), torch.rand(2, 1, 4, 4), ValueError, "batch size mismatch"),
+        (torch.rand(1, 2, 4, 4), torch.rand(1, 1, 4, 5), ValueError, "spatial size mismatch"),
+        (torch.rand(1, 2, 4, 4), torch.rand(1, 16), ValueError, "layout of features"),
+        (torch.rand(1, 2, 4, 4), torch.ones(1, 1, 4, 4, dtype=torch.int32), TypeError, "floating"),
+        (torch.rand(1, 2, 4, 4), torch.full((1, 1, 4, 4), float("nan")), ValueError, "non-finite"),
+        (torch.rand(1, 2, 4, 4), torch.rand(1, 0, 4, 4), ValueError, "empty"),
+        (torch.rand(1, 2, 4, 4), "values", TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_input(features, values, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        PermutohedralLattice(features)(values if values is not None else torch.rand(1, 1, 4, 4))
+
+
+def test_too_spread_features_are_reported() -> None:
+    # Unscaled features (forgot to divide by the bandwidths) in many dimensions.
+    features = torch.randn(1, 8, 500) * 1e6
+    with pytest.raises(ValueError, match="too many lattice cells"):
+        PermutohedralLattice(features)
