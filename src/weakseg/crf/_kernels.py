@@ -1,0 +1,241 @@
+"""The pairwise operator of the fully connected CRF, shared by inference, CRF-as-RNN and proposals.
+
+One Gaussian kernel per call to :class:`GaussianMessages`; its filter (a permutohedral lattice
+or the exact O(N^2) sum) is built once and reused for every mean-field iteration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from weakseg._validation import (
+    check_finite,
+    check_floating,
+    check_ndim,
+    check_not_empty,
+    check_positive,
+    check_same_batch_and_spatial,
+    check_same_device,
+    check_tensor,
+)
+from weakseg.filtering import (
+    PermutohedralLattice,
+    dense_gaussian_filter,
+    intensity_position_features,
+    position_features,
+)
+
+BACKENDS: tuple[str, ...] = ("lattice", "exact")
+NORMALIZATIONS: tuple[str, ...] = ("symmetric", "none")
+
+
+class GaussianMessages:
+    r"""Mean-field messages of one Gaussian kernel, self term excluded.
+
+    For ``normalization="none"`` the operator is :math:`(K - I)\,v`; for ``"symmetric"`` it is
+    :math:`(D^{-1/2} K D^{-1/2} - \mathrm{diag}(1/d))\,v` with :math:`d = K\mathbf{1}` (self term
+    included in the degree, as in pydensecrf). Both are the normalized kernel with its diagonal
+    removed, so a pixel never sends a message to itself. ``mask`` (``[B, 1, *spatial]``, 0/1)
+    removes pixels (padding) from the graph: they neither send nor receive messages.
+
+    Args:
+        features: Tensor[B, D, *spatial], already divided by the bandwidths.
+        normalization: ``"symmetric"`` or ``"none"``.
+        backend: ``"lattice"`` (O(N D)) or ``"exact"`` (O(N^2), the reference).
+        mask: optional Tensor[B, 1, *spatial] of 0/1 in the dtype of ``features``.
+    """
+
+    def __init__(
+        self,
+        features: Tensor,
+        normalization: str,
+        backend: str,
+        mask: Tensor | None = None,
+    ) -> None:
+        features = features.detach()
+        self._filter: Callable[[Tensor], Tensor]
+        if backend == "lattice":
+            self._filter = PermutohedralLattice(features)
+        else:
+            self._filter = lambda values: dense_gaussian_filter(values, features)
+        self._mask = mask
+        self._scale: Tensor | None = None
+        self._self_weight: Tensor | float = 1.0
+        if normalization == "symmetric":
+            ones = features.new_ones((features.shape[0], 1, *features.shape[2:]))
+            if mask is not None:
+                ones = ones * mask
+            with torch.no_grad():
+                degree = self._filter(ones)  # (B, 1, *spatial), >= 1 where mask is 1
+            # The lattice degree is approximate; keep it away from 0 so rsqrt stays finite.
+            self._scale = degree.clamp_min(1e-6).rsqrt()
+            self._self_weight = self._scale * self._scale
+        if mask is not None:
+            self._self_weight = self._self_weight * mask
+
+    def __call__(self, values: Tensor) -> Tensor:
+        """``values [B, C, *spatial] -> messages [B, C, *spatial]`` (linear in ``values``)."""
+        x = values if self._mask is None else values * self._mask
+        if self._scale is not None:
+            x = x * self._scale
+        out = self._filter(x)
+        if self._scale is not None:
+            out = out * self._scale
+        if self._mask is not None:
+            out = out * self._mask
+        return out - self._self_weight * values
+
+
+def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
+    """Raise ValueError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return str(value)
+
+
+def check_nonnegative(name: str, value: float) -> float:
+    """Raise unless ``value`` is a finite number >= 0; return it as float."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number >= 0, got {value!r}") from None
+    if not (number >= 0 and number < float("inf")):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+def check_n_iter(n_iter: int) -> int:
+    """``n_iter`` must be an int >= 0 (bools rejected)."""
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int):
+        raise TypeError(f"n_iter must be an int, got {type(n_iter).__name__}")
+    if n_iter < 0:
+        raise ValueError(f"n_iter must be >= 0, got {n_iter}")
+    return n_iter
+
+
+def check_logits_and_images(logits: Tensor, images: Tensor) -> None:
+    """``logits [B, K, *spatial]`` and ``images [B, C, *spatial]``, 2D or 3D, finite floats."""
+    check_tensor("logits", logits)
+    check_tensor("images", images)
+    check_ndim("logits", logits, (4, 5), "[B, K, H, W] or [B, K, D, H, W]")
+    check_ndim("images", images, (4, 5), "[B, C, H, W] or [B, C, D, H, W]")
+    check_not_empty("logits", logits)
+    check_not_empty("images", images)
+    check_floating("logits", logits)
+    check_floating("images", images)
+    if logits.ndim != images.ndim:
+        raise ValueError(
+            f"logits and images must have the same number of dims, got logits of shape "
+            f"{tuple(logits.shape)} and images of shape {tuple(images.shape)}"
+        )
+    check_same_batch_and_spatial("logits", logits, "images", images)
+    check_same_device("logits", logits, "images", images)
+    check_finite("logits", logits)
+    check_finite("images", images)
+
+
+def check_compat(compat: Tensor | None, num_classes: int, like: Tensor) -> Tensor:
+    """Return the K x K label compatibility (cost) matrix; Potts ``1 - I`` when ``None``."""
+    if compat is None:
+        eye = torch.eye(num_classes, device=like.device, dtype=like.dtype)
+        return 1.0 - eye
+    check_tensor("compat", compat)
+    if compat.shape != (num_classes, num_classes):
+        raise ValueError(
+            f"compat must have shape [K, K] = ({num_classes}, {num_classes}) for K = "
+            f"{num_classes} classes, got {tuple(compat.shape)}"
+        )
+    check_floating("compat", compat)
+    check_finite("compat", compat)
+    return compat.to(device=like.device, dtype=like.dtype)
+
+
+def check_labels(labels: Tensor, logits: Tensor, ignore_index: int, name: str = "labels") -> None:
+    """``labels [B, *spatial]`` integer class ids in ``0..K-1`` or ``ignore_index``."""
+    check_tensor(name, labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of class ids, got dtype {labels.dtype}")
+    expected = (logits.shape[0], *logits.shape[2:])
+    if tuple(labels.shape) != expected:
+        raise ValueError(
+            f"{name} must have shape [B, *spatial] = {expected} to match logits of shape "
+            f"{tuple(logits.shape)}, got {tuple(labels.shape)}"
+        )
+    check_same_device(name, labels, "logits", logits)
+    num_classes = logits.shape[1]
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
+    if bool(bad.any()):
+        values = torch.unique(labels[bad])[:5].tolist()
+        raise ValueError(
+            f"{name} must hold class ids in 0..{num_classes - 1} or ignore_index={ignore_index}, "
+            f"found {values}"
+        )
+
+
+def check_valid_mask(valid_mask: Tensor, logits: Tensor) -> None:
+    """``valid_mask [B, *spatial]`` bool, on the device of ``logits``."""
+    check_tensor("valid_mask", valid_mask)
+    if valid_mask.dtype != torch.bool:
+        raise TypeError(f"valid_mask must be a bool tensor, got dtype {valid_mask.dtype}")
+    expected = (logits.shape[0], *logits.shape[2:])
+    if tuple(valid_mask.shape) != expected:
+        raise ValueError(
+            f"valid_mask must have shape [B, *spatial] = {expected} to match logits of shape "
+            f"{tuple(logits.shape)}, got {tuple(valid_mask.shape)}"
+        )
+    check_same_device("valid_mask", valid_mask, "logits", logits)
+
+
+def build_kernels(
+    images: Tensor,
+    *,
+    w_bilateral: float,
+    theta_alpha: float,
+    theta_beta: float,
+    w_gaussian: float,
+    theta_gamma: float,
+    normalization: str,
+    spacing: Sequence[float] | None,
+    backend: str,
+    mask: Tensor | None = None,
+) -> list[tuple[float, GaussianMessages]]:
+    """The appearance (bilateral) and smoothness kernels with non-zero weight, built once."""
+    kernels: list[tuple[float, GaussianMessages]] = []
+    if w_bilateral > 0:
+        feats = intensity_position_features(images, theta_beta, theta_alpha, spacing=spacing)
+        kernels.append((w_bilateral, GaussianMessages(feats, normalization, backend, mask)))
+    if w_gaussian > 0:
+        feats = position_features(
+            images.shape[0],
+            images.shape[2:],
+            theta_gamma,
+            spacing=spacing,
+            device=images.device,
+            dtype=images.dtype,
+        )
+        kernels.append((w_gaussian, GaussianMessages(feats, normalization, backend, mask)))
+    return kernels
+
+
+def check_kernel_parameters(
+    w_bilateral: float,
+    theta_alpha: float,
+    theta_beta: float,
+    w_gaussian: float,
+    theta_gamma: float,
+    normalization: str,
+    backend: str,
+) -> tuple[float, float, float, float, float]:
+    """Validate the kernel hyper-parameters; return the numbers as floats."""
+    check_choice("normalization", normalization, NORMALIZATIONS)
+    check_choice("backend", backend, BACKENDS)
+    return (
+        check_nonnegative("w_bilateral", w_bilateral),
+        check_positive("theta_alpha", theta_alpha),
+        check_positive("theta_beta", theta_beta),
+        check_nonnegative("w_gaussian", w_gaussian),
+        check_positive("theta_gamma", theta_gamma),
+    )
