@@ -1,0 +1,224 @@
+"""``weakseg scribbles ...``: convert, simulate, shorten scribbles and report their statistics.
+
+    weakseg scribbles convert-xml XML_DIR OUT_DIR [--width 3] [--skip-bad]
+    weakseg scribbles simulate MASK_DIR OUT_DIR [--seed 0] [--width 2] [--skip-bad]
+    weakseg scribbles shorten IN_DIR OUT_DIR --ratio R [--mask-dir DIR] [--skip-bad]
+    weakseg scribbles stats ROOT --split NAME [--json] [--skip-bad]
+
+Bad files stop the command with an error naming them (exit status 1), or, with ``--skip-bad``,
+are reported on stderr and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from weakseg.data.folder import FolderDataset
+from weakseg.data.io import DataError, read_label, write_label
+from weakseg.data.scribbles import ScribbleStats, shorten_scribbles, simulate_scribbles
+from weakseg.data.xml_scribbles import VOC_CLASSES, convert_xml_dir
+
+_LABEL_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".gif")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "scribbles",
+        help="convert, simulate, shorten scribbles; dataset statistics",
+        description="Scribble tools: convert ScribbleSup XML, simulate scribbles from masks, "
+        "shorten them, report labeled fractions.",
+    )
+    commands = parser.add_subparsers(dest="scribbles_command", metavar="SUBCOMMAND")
+    parser.set_defaults(func=lambda args: _usage(parser))
+
+    convert = commands.add_parser(
+        "convert-xml", help="rasterize ScribbleSup XML annotations to label PNGs"
+    )
+    convert.add_argument("xml_dir", type=Path, metavar="XML_DIR")
+    convert.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    convert.add_argument("--width", type=int, default=3, help="stroke width in px (default 3)")
+    convert.add_argument(
+        "--classes",
+        type=Path,
+        default=None,
+        help="class names file, one per line in id order (default: the 21 VOC names)",
+    )
+    convert.add_argument("--skip-bad", action="store_true", help="report and skip bad files")
+    convert.set_defaults(func=_guarded(run_convert))
+
+    simulate = commands.add_parser("simulate", help="simulate scribbles from full masks")
+    simulate.add_argument("mask_dir", type=Path, metavar="MASK_DIR")
+    simulate.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    simulate.add_argument("--width", type=int, default=2, help="stroke width in px (default 2)")
+    simulate.add_argument(
+        "--erosion",
+        type=float,
+        default=0.15,
+        help="eroded fraction of each object's inscribed radius (default 0.15)",
+    )
+    simulate.add_argument("--skip-bad", action="store_true", help="report and skip bad files")
+    simulate.set_defaults(func=_guarded(run_simulate))
+
+    shorten = commands.add_parser("shorten", help="shorten scribbles to a length ratio")
+    shorten.add_argument("in_dir", type=Path, metavar="IN_DIR")
+    shorten.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    shorten.add_argument(
+        "--ratio", type=float, required=True, help="kept ratio in [0, 1]; 0 = clicks"
+    )
+    shorten.add_argument(
+        "--mask-dir",
+        type=Path,
+        default=None,
+        help="full masks (same file names) to place the centres deepest inside the objects",
+    )
+    shorten.add_argument("--skip-bad", action="store_true", help="report and skip bad files")
+    shorten.set_defaults(func=_guarded(run_shorten))
+
+    stats = commands.add_parser("stats", help="labeled fraction per class of a folder dataset")
+    stats.add_argument("root", type=Path, metavar="ROOT")
+    stats.add_argument("--split", required=True, help="split name (splits/NAME.txt)")
+    stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    stats.add_argument("--skip-bad", action="store_true", help="report and skip bad samples")
+    stats.set_defaults(func=_guarded(run_stats))
+    return parser
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _guarded(
+    command: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """Turn data errors into a one-line message on stderr and exit status 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        if getattr(args, "skip_bad", False):
+            _log_to_stderr()
+        try:
+            return command(args)
+        except (DataError, ValueError) as exc:
+            print(f"weakseg scribbles: error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("weakseg.data")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def _label_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        raise DataError(f"folder not found: {directory}")
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in _LABEL_SUFFIXES)
+    if not files:
+        raise DataError(f"no label image ({', '.join(_LABEL_SUFFIXES)}) in {directory}")
+    return files
+
+
+def _skip(args: argparse.Namespace, exc: DataError) -> None:
+    if not args.skip_bad:
+        raise exc
+    logging.getLogger("weakseg.data").warning("skipping: %s", exc)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    names: tuple[str, ...] | list[str] = VOC_CLASSES
+    if args.classes is not None:
+        from weakseg.data.folder import read_classes
+
+        names = read_classes(args.classes)
+    converted, problems = convert_xml_dir(
+        args.xml_dir, args.out_dir, names, width=args.width, skip_bad=args.skip_bad
+    )
+    print(f"converted {converted} files to {args.out_dir}" + _skipped(len(problems)))
+    return 0
+
+
+def _skipped(count: int) -> str:
+    return f" ({count} bad files skipped)" if count else ""
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    files = _label_files(args.mask_dir)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    written = bad = 0
+    for index, path in enumerate(files):
+        try:
+            mask = read_label(path, "mask")
+        except DataError as exc:
+            _skip(args, exc)
+            bad += 1
+            continue
+        rng = np.random.default_rng([args.seed, index])
+        scribbles = simulate_scribbles(mask, width=args.width, erosion=args.erosion, seed=rng)
+        write_label(args.out_dir / f"{path.stem}.png", scribbles)
+        written += 1
+    print(f"wrote {written} scribble files to {args.out_dir}" + _skipped(bad))
+    return 0
+
+
+def run_shorten(args: argparse.Namespace) -> int:
+    if not 0.0 <= args.ratio <= 1.0:
+        raise ValueError(f"--ratio must be in [0, 1], got {args.ratio}")
+    files = _label_files(args.in_dir)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    written = bad = 0
+    for path in files:
+        try:
+            scribbles = read_label(path, "scribble")
+            mask = None
+            if args.mask_dir is not None:
+                mask_path = args.mask_dir / f"{path.stem}.png"
+                mask = read_label(mask_path, "mask")
+                if mask.shape != scribbles.shape:
+                    raise DataError(
+                        f"size mismatch: scribble {path} is {scribbles.shape[1]}x"
+                        f"{scribbles.shape[0]} (WxH) but mask {mask_path} is "
+                        f"{mask.shape[1]}x{mask.shape[0]}"
+                    )
+        except DataError as exc:
+            _skip(args, exc)
+            bad += 1
+            continue
+        write_label(
+            args.out_dir / f"{path.stem}.png", shorten_scribbles(scribbles, args.ratio, mask=mask)
+        )
+        written += 1
+    print(f"wrote {written} shortened scribble files to {args.out_dir}" + _skipped(bad))
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    dataset = FolderDataset(args.root, args.split, skip_bad=args.skip_bad)
+    stats = ScribbleStats(dataset.num_classes, dataset.class_names)
+    bad = 0
+    for index in range(len(dataset)):
+        try:
+            _, scribbles, mask = dataset.load(index)
+        except DataError as exc:
+            _skip(args, exc)
+            bad += 1
+            continue
+        stats.update(scribbles, mask)
+    if args.json:
+        print(json.dumps(stats.summary(), indent=2))
+    else:
+        print(f"{args.root} split {args.split!r}" + _skipped(bad))
+        print(stats.format())
+    return 0

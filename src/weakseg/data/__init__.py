@@ -1,0 +1,40 @@
+"""Datasets, scribble tools and joint transforms.
+
+- :class:`FolderDataset`: your own data in the folder format (``images/``, ``scribbles/``,
+  optional ``masks/``, ``splits/<name>.txt``, ``classes.txt``), e.g. ``data/acdc-scribble``.
+- :class:`VOCDataset`: PASCAL VOC 2012 + SBD with ScribbleSup scribbles.
+- :class:`SyntheticDataset`: the embedded default for demos and tests.
+- :mod:`weakseg.data.scribbles`: simulate / shorten scribbles, tags, statistics.
+- :mod:`weakseg.data.transforms`: ``torchvision.transforms.v2`` joint transforms.
+
+Every dataset returns the sample dict documented in :mod:`weakseg.data.dataset`.
+"""
+
+from weakseg.data.dataset import SUPERVISIONS, SegmentationDataset
+from weakseg.data.folder import FolderDataset
+from weakseg.data.io import IGNORE_INDEX, DataError
+from weakseg.data.scribbles import ScribbleStats, image_tags, shorten_scribbles, simulate_scribbles
+from weakseg.data.synthetic import SYNTHETIC_CLASSES, SyntheticDataset, write_synthetic_dataset
+from weakseg.data.transforms import eval_transforms, train_transforms
+from weakseg.data.voc import VOCDataset
+from weakseg.data.xml_scribbles import VOC_CLASSES, convert_xml_dir
+
+__all__ = [
+    "IGNORE_INDEX",
+    "SUPERVISIONS",
+    "SYNTHETIC_CLASSES",
+    "VOC_CLASSES",
+    "DataError",
+    "FolderDataset",
+    "ScribbleStats",
+    "SegmentationDataset",
+    "SyntheticDataset",
+    "VOCDataset",
+    "convert_xml_dir",
+    "eval_transforms",
+    "image_tags",
+    "shorten_scribbles",
+    "simulate_scribbles",
+    "train_transforms",
+    "write_synthetic_dataset",
+]

@@ -1,0 +1,199 @@
+"""Joint image / label transforms on ``torchvision.transforms.v2``.
+
+A transform receives and returns the dict the datasets build before normalization:
+
+- ``image``: ``tv_tensors.Image`` float ``[C, H, W]`` in [0, 1] (the raw image / 255, so that
+  every v2 photometric transform applies unchanged),
+- ``label`` and (when full masks exist) ``mask``: ``tv_tensors.Mask`` int64 ``[H, W]``,
+- ``valid_mask``: :class:`ValidMask` (a ``tv_tensors.Mask``) bool ``[H, W]``, True on real pixels.
+
+Geometric v2 transforms move all of them together (masks with nearest interpolation), so any
+``torchvision.transforms.v2`` transform, or a ``v2.Compose`` of them, can be passed as a dataset's
+``transform``. Padding must go through :class:`PadIfNeeded`, which fills the image with the
+dataset mean, labels with 255 and ``valid_mask`` with False (the original code's ROI); the
+regularizers then ignore the padding through ``valid_mask``.
+
+Example::
+
+    >>> dataset = FolderDataset(root, "train", transform=train_transforms(crop_size=256))
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PadIfNeeded",
+    "RandomScale",
+    "ValidMask",
+    "eval_transforms",
+    "train_transforms",
+]
+
+# ImageNet statistics in the 0-255 range; for gray images the average of the three is used.
+IMAGENET_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
+IMAGENET_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+_IGNORE = 255
+
+
+class ValidMask(tv_tensors.Mask):
+    """``tv_tensors.Mask`` marking real (True) versus padded (False) pixels ``[H, W]``.
+
+    A distinct type so that padding can fill it with False while labels get 255.
+    """
+
+
+def _size_pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
+    pair = (size, size) if isinstance(size, int) else tuple(size)
+    if len(pair) != 2 or any(int(s) != s or s < 1 for s in pair):
+        raise ValueError(f"{name} must be a positive int or a (height, width) pair, got {size!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _channel_fill(mean: Sequence[float], channels: int) -> list[float]:
+    """The padding value for an image in [0, 1] with ``channels`` channels."""
+    if len(mean) == channels:
+        return [m / 255.0 for m in mean]
+    if channels == 1:
+        return [sum(mean) / len(mean) / 255.0]
+    if len(mean) == 1:
+        return [mean[0] / 255.0] * channels
+    raise ValueError(f"mean has {len(mean)} values but the image has {channels} channels")
+
+
+class PadIfNeeded(v2.Transform):
+    """Pad bottom and right up to ``size`` (H, W) and to multiples of ``size_divisor``.
+
+    Fills: the image with ``mean`` (0-255 units, per channel), ``ValidMask`` with False,
+    any other mask with 255 (unlabeled).
+    """
+
+    def __init__(
+        self,
+        size: int | Sequence[int] | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        size_divisor: int = 1,
+    ) -> None:
+        super().__init__()
+        self.size = None if size is None else _size_pair(size, "size")
+        if int(size_divisor) != size_divisor or size_divisor < 1:
+            raise ValueError(f"size_divisor must be an integer >= 1, got {size_divisor!r}")
+        self.size_divisor = int(size_divisor)
+        self.mean = tuple(float(m) for m in mean)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        target_h, target_w = self.size or (height, width)
+        target_h, target_w = max(target_h, height), max(target_w, width)
+        d = self.size_divisor
+        target_h, target_w = -(-target_h // d) * d, -(-target_w // d) * d
+        return {"padding": [0, 0, target_w - width, target_h - height]}  # left, top, right, bottom
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        padding = params["padding"]
+        if not any(padding):
+            return inpt
+        if isinstance(inpt, ValidMask):
+            fill: float | list[float] = 0
+        elif isinstance(inpt, tv_tensors.Mask):
+            fill = _IGNORE
+        elif isinstance(inpt, tv_tensors.Image):
+            fill = _channel_fill(self.mean, inpt.shape[-3])
+        else:
+            return inpt
+        return F.pad(inpt, padding, fill=fill)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, size_divisor={self.size_divisor}, mean={self.mean}"
+
+
+class RandomScale(v2.Transform):
+    """Resize by a factor drawn from ``U(*scale)``: bilinear for images, nearest for masks."""
+
+    def __init__(self, scale: tuple[float, float] = (0.5, 2.0)) -> None:
+        super().__init__()
+        low, high = scale
+        if not 0 < low <= high:
+            raise ValueError(
+                f"scale must be a range (low, high) with 0 < low <= high, got {scale!r}"
+            )
+        self.scale = (float(low), float(high))
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        factor = random.uniform(*self.scale)
+        return {"size": [max(1, round(height * factor)), max(1, round(width * factor))]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):
+            return F.resize(inpt, params["size"], interpolation=v2.InterpolationMode.NEAREST)
+        if isinstance(inpt, tv_tensors.Image):
+            out = F.resize(inpt, params["size"], interpolation=v2.InterpolationMode.BILINEAR)
+            # antialiased bilinear can overshoot a little; clamp keeps [0, 1] (plain tensor: rewrap)
+            return tv_tensors.wrap(out.clamp(0.0, 1.0), like=inpt)
+        return inpt
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
+
+
+def train_transforms(
+    crop_size: int | Sequence[int],
+    scale: tuple[float, float] | None = (0.5, 2.0),
+    hflip: float = 0.5,
+    jitter: float = 0.0,
+    mean: Sequence[float] = IMAGENET_MEAN,
+) -> v2.Compose:
+    """Training augmentation: random scale, pad with mean / 255 / False, random crop, flip, jitter.
+
+    Args:
+        crop_size: output (H, W), or one int for squares.
+        scale: range of the random resize factor; ``None`` to skip it.
+        hflip: probability of a horizontal flip.
+        jitter: strength of the photometric jitter (brightness, contrast, saturation; 0 = none).
+        mean: padding value for the image, 0-255 per channel (the normalization mean, so that
+            padding is 0 after normalization).
+    """
+    steps: list[v2.Transform] = []
+    if scale is not None:
+        steps.append(RandomScale(scale))
+    size = _size_pair(crop_size, "crop_size")
+    steps += [PadIfNeeded(size, mean=mean), v2.RandomCrop(size)]
+    if hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(hflip))
+    if jitter > 0:
+        steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
+    return v2.Compose(steps)
+
+
+def eval_transforms(
+    pad_to: int | Sequence[int] | None = None,
+    size_divisor: int = 1,
+    mean: Sequence[float] = IMAGENET_MEAN,
+) -> v2.Compose:
+    """Deterministic evaluation transform: the full image, padded (bottom/right) if asked.
+
+    Args:
+        pad_to: minimum output (H, W) so that images of different sizes can be batched.
+        size_divisor: pad H and W up to multiples of this (e.g. a network's output stride).
+        mean: padding value for the image, 0-255 per channel.
+    """
+    return v2.Compose([PadIfNeeded(pad_to, mean=mean, size_divisor=size_divisor)])
+
+
+def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(image - mean) / std`` for ``image [C, H, W]`` in 0-255; gray images use the averages."""
+    channels = image.shape[-3]
+    m = torch.tensor(_channel_fill(mean, channels), dtype=image.dtype) * 255.0
+    s = torch.tensor(_channel_fill(std, channels), dtype=image.dtype) * 255.0
+    return (image - m[:, None, None]) / s[:, None, None]

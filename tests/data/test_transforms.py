@@ -1,0 +1,89 @@
+import pytest
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from weakseg.data.dataset import to_sample
+from weakseg.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PadIfNeeded,
+    RandomScale,
+    ValidMask,
+    eval_transforms,
+    train_transforms,
+)
+
+
+def _spatial(c: int = 3, h: int = 10, w: int = 12) -> dict:
+    label = torch.randint(0, 3, (h, w))
+    return {
+        "image": tv_tensors.Image(torch.rand(c, h, w)),
+        "label": tv_tensors.Mask(label),
+        "mask": tv_tensors.Mask(label.clone()),
+        "valid_mask": ValidMask(torch.ones(h, w, dtype=torch.bool)),
+    }
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pad_fills_mean_255_false(channels: int) -> None:
+    out = PadIfNeeded((16, 20))(_spatial(channels))
+    assert out["image"].shape == (channels, 16, 20)
+    fill = torch.tensor(IMAGENET_MEAN) / 255
+    if channels == 1:
+        fill = fill.mean(0, keepdim=True)
+    torch.testing.assert_close(out["image"][:, 12, 15], fill)
+    assert (out["label"][10:] == 255).all() and (out["label"][:, 12:] == 255).all()
+    assert (out["mask"][10:] == 255).all()
+    assert out["valid_mask"].dtype == torch.bool
+    assert out["valid_mask"][:10, :12].all() and not out["valid_mask"][10:].any()
+    assert not out["valid_mask"][:, 12:].any()
+
+
+def test_train_transform_joint_and_normalized_padding_is_zero() -> None:
+    torch.manual_seed(0)
+    image = torch.rand(3, 10, 12) * 255
+    label = (image[0] > 128).long()  # label follows the image: checks they move together
+    transform = train_transforms(24, scale=(0.8, 1.2), jitter=0.0)
+    sample = to_sample("x", image, label, None, torch.ones(2, dtype=torch.bool), transform,
+                       IMAGENET_MEAN, IMAGENET_STD)  # fmt: skip
+    assert sample["image"].shape == (3, 24, 24) and sample["label"].shape == (24, 24)
+    valid = sample["valid_mask"]
+    assert 0 < valid.sum() < valid.numel()
+    assert (sample["label"][~valid] == 255).all()
+    assert sample["image"][:, ~valid].abs().max() < 1e-5  # mean padding -> 0 after normalizing
+    assert set(sample["label"][valid].unique().tolist()) <= {0, 1}
+
+
+def test_random_scale_nearest_for_masks() -> None:
+    out = RandomScale((2.0, 2.0))(_spatial())
+    assert out["image"].shape == (3, 20, 24) and out["label"].shape == (20, 24)
+    assert set(out["label"].unique().tolist()) <= {0, 1, 2}
+    assert isinstance(out["image"], tv_tensors.Image) and out["valid_mask"].all()
+
+
+def test_eval_transforms_deterministic_divisor() -> None:
+    data = _spatial()
+    a, b = eval_transforms(size_divisor=8)(data), eval_transforms(size_divisor=8)(data)
+    assert a["image"].shape == (3, 16, 16)
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+    same = eval_transforms()(data)
+    assert torch.equal(same["image"], data["image"])
+
+
+def test_photometric_jitter_keeps_range_and_labels() -> None:
+    data = _spatial()
+    out = v2.ColorJitter(0.5, 0.5, 0.5)(data)
+    assert out["image"].min() >= 0 and out["image"].max() <= 1
+    assert torch.equal(out["label"], data["label"])
+
+
+def test_transform_errors() -> None:
+    with pytest.raises(ValueError, match="crop_size must be a positive int"):
+        train_transforms(0)
+    with pytest.raises(ValueError, match="scale must be a range"):
+        RandomScale((2.0, 1.0))
+    with pytest.raises(ValueError, match="size_divisor must be an integer >= 1"):
+        PadIfNeeded(size_divisor=0)
+    with pytest.raises(ValueError, match="mean has 2 values but the image has 3 channels"):
+        PadIfNeeded((20, 20), mean=(1.0, 2.0))(_spatial())
