@@ -1,0 +1,98 @@
+"""Geometry shared by the lattice backends: elevation, scale, blur weights and integer keys.
+
+Points are elevated onto the hyperplane ``sum(x) = 0`` of R^{d+1}, where the permutohedral
+lattice ``A_d*`` lives: the points whose coordinates are all congruent to some remainder ``k``
+modulo ``d + 1``. A lattice vertex of remainder k is stored as ``q = (x - k) / (d + 1)`` over its
+first d coordinates (the last follows from ``sum = 0``), encoded in mixed radix, times ``d + 1``,
+plus k, plus an offset per batch element: one int64 key per vertex.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+# Adams et al.'s scaling: features times sqrt(2/3) (d + 1) in elevated coordinates. With it, splat
+# and slice add a variance of 1/4 per feature dimension and one [1, 2, 1] / 4 blur per direction
+# adds 3/4, so the lattice kernel has unit variance like the Gaussian it stands for.
+INV_STD_FACTOR = math.sqrt(2.0 / 3.0)
+# The blur B^T B: two half-variance passes [1, 6, 1] / 8 per direction, one in each half.
+BLUR_CENTER = 0.75
+BLUR_NEIGHBOR = 0.125
+# Keys are int64: the largest key range used, with room for the batch index.
+MAX_KEY = 1 << 62
+
+
+def elevation_matrix(d: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
+    """``E [d + 1, d]`` mapping features onto the hyperplane ``sum(x) = 0`` of R^{d+1}.
+
+    Its columns are orthogonal with norm ``inv_std = sqrt(2/3) (d + 1)``.
+    """
+    inv_std = INV_STD_FACTOR * (d + 1)
+    matrix = torch.zeros(d + 1, d, dtype=torch.float64)
+    for j in range(d):
+        scale = inv_std / math.sqrt((j + 1) * (j + 2))
+        matrix[: j + 1, j] = scale
+        matrix[j + 1, j] = -(j + 1) * scale
+    return matrix.to(dtype=dtype, device=device)
+
+
+def mass_correction(d: int) -> float:
+    """``(2π)^{d/2} / V_cell``: makes the lattice kernel integrate to the Gaussian's mass.
+
+    Splat and slice weights sum to one and the blur passes preserve mass, so in the continuum
+    limit the kernel integrates to the volume per lattice vertex. The vertices (all remainders)
+    form a lattice of covolume ``sqrt(d+1) (d+1)^(d-1)`` in elevated coordinates, where lengths
+    are ``inv_std`` times those in feature space.
+    """
+    inv_std = INV_STD_FACTOR * (d + 1)
+    cell_volume = math.sqrt(d + 1) * (d + 1) ** (d - 1) / inv_std**d
+    return (2.0 * math.pi) ** (d / 2.0) / cell_volume
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """Mixed-radix layout of vertex keys.
+
+    ``low[i]`` is subtracted from coordinate i of q; ``strides[i]`` is its place value; ``cells``
+    is the number of q values per batch element. Margins of 2 below and 1 above the range of the
+    points' nearest remainder-0 points leave room for simplex vertices and their neighbours.
+    """
+
+    low: tuple[int, ...]
+    strides: tuple[int, ...]
+    cells: int
+
+    @classmethod
+    def from_range(
+        cls, nearest_min: list[int], nearest_max: list[int], batch_size: int, extra: int
+    ) -> KeyLayout:
+        """Layout for q in ``[min - 2, max + 1]`` per coordinate; ``extra`` more values per key
+        (remainders, or permutations) must fit in int64 beside it."""
+        d = len(nearest_min)
+        low = tuple(int(m) - 2 for m in nearest_min)
+        ranges = [int(hi) + 2 - lo for hi, lo in zip(nearest_max, low, strict=True)]
+        cells = math.prod(ranges)
+        if cells * extra * batch_size >= MAX_KEY:
+            raise ValueError(
+                f"features span too many lattice cells to index ({cells} cells in D={d}); the "
+                "features must be divided by their bandwidths (use larger bandwidths or fewer "
+                "feature channels)"
+            )
+        strides = tuple(math.prod(ranges[:i]) for i in range(d))
+        return cls(low=low, strides=strides, cells=cells)
+
+    def neighbor_offsets(self, d: int) -> tuple[int, list[int]]:
+        """Key differences to the neighbour along each lattice direction j.
+
+        The neighbour of a vertex along direction j has coordinates ``x + (d+1) e_j - 1``:
+        remainder k >= 1 gives ``q + e_j`` with remainder k - 1 (key ``+ (d+1) stride_j - 1``);
+        remainder 0 gives ``q - 1 + e_j`` with remainder d (key ``+ (d+1)(stride_j - sum of
+        strides) + d``). Returns (extra offset for remainder-0 vertices, offsets per direction).
+        """
+        zero_extra = d + 1 - sum(self.strides) * (d + 1)
+        along = [s * (d + 1) - 1 for s in self.strides] + [-1]
+        return zero_extra, along
