@@ -1,0 +1,38 @@
+"""Regularized losses for weakly-supervised segmentation (Tang et al., ECCV 2018, section 2).
+
+The training loss of eq. (2) is ``partial_cross_entropy(logits, scribbles)`` plus ``lambda`` times
+a regularizer of the softmax output:
+
+- :func:`dense_crf_loss` / :class:`DenseCRFLoss`: relaxed dense CRF (Potts), eq. (4).
+- :func:`normalized_cut_loss` / :class:`NormalizedCutLoss`: normalized cut, eq. (5).
+- :func:`kernel_cut_loss` / :class:`KernelCutLoss`: CRF + gamma * normalized cut, eq. (6).
+- :func:`grid_potts_loss` / :class:`GridPottsLoss`: Potts over a sparse neighbourhood grid.
+
+Example:
+    >>> import torch
+    >>> logits = torch.randn(1, 3, 32, 32, requires_grad=True)
+    >>> images = torch.rand(1, 3, 32, 32) * 255
+    >>> scribbles = torch.full((1, 32, 32), 255)
+    >>> scribbles[0, 4, 4:20] = 1
+    >>> loss = partial_cross_entropy(logits, scribbles) + dense_crf_loss(images, logits.softmax(1))
+    >>> loss.backward()
+"""
+
+from weakseg.losses.dense_crf import DenseCRFLoss, dense_crf_loss
+from weakseg.losses.grid_potts import GridPottsLoss, grid_potts_loss
+from weakseg.losses.kernel_cut import KernelCutLoss, kernel_cut_loss
+from weakseg.losses.normalized_cut import NormalizedCutLoss, normalized_cut_loss
+from weakseg.losses.partial_ce import PartialCrossEntropy, partial_cross_entropy
+
+__all__ = [
+    "DenseCRFLoss",
+    "GridPottsLoss",
+    "KernelCutLoss",
+    "NormalizedCutLoss",
+    "PartialCrossEntropy",
+    "dense_crf_loss",
+    "grid_potts_loss",
+    "kernel_cut_loss",
+    "normalized_cut_loss",
+    "partial_cross_entropy",
+]

@@ -1,0 +1,281 @@
+"""What the regularized losses share: input checks, resizing, the Gaussian affinity operator and
+the quadratic forms of eqs. (4), (5), (11) and (12).
+
+Notation (paper, section 2): ``S`` is the segmentation ``[B, K, *spatial]`` with the excluded pixels
+zeroed, ``m`` the valid-pixel indicator ``[B, 1, *spatial]`` (the ``1`` of the paper restricted to
+valid pixels), ``W S`` the filtered segmentation and ``d = W m`` the degrees. Because the invalid
+pixels are zero in both ``S`` and ``m``, every quadratic form below only sees the rows and columns
+of ``W`` that belong to valid pixels: the losses are those of the subgraph of valid pixels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from weakseg._validation import (
+    check_finite,
+    check_ndim,
+    check_not_empty,
+    check_positive,
+    check_same_batch_and_spatial,
+    check_same_device,
+    check_tensor,
+)
+from weakseg.filtering import (
+    PermutohedralLattice,
+    dense_gaussian_filter,
+    intensity_position_features,
+)
+
+Normalization = Literal["affinity", "none", "rloss"]
+Backend = Literal["lattice", "exact"]
+NORMALIZATIONS: tuple[str, ...] = ("affinity", "none", "rloss")
+BACKENDS: tuple[str, ...] = ("lattice", "exact")
+
+# Images are intensities in 0-255; half a grey level of slack absorbs rounding and resampling.
+IMAGE_RANGE_TOLERANCE = 0.5
+# |sum_k S_pk - 1| and -S_pk allowed. A bfloat16 softmax (even upcast later) is off by up to
+# 2 * 2^-9 ~ 4e-3; logits passed by mistake are off by far more than 1e-2.
+PROBABILITY_TOLERANCE = 1e-2
+
+Affinity = Callable[[Tensor], Tensor]
+
+
+def check_choice(name: str, value: object, choices: Sequence[str]) -> None:
+    """Raise ValueError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def check_nonnegative(name: str, value: float) -> float:
+    """Raise unless ``value`` is a finite number >= 0; return it as float."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number >= 0, got {value!r}") from None
+    if not (0 <= number < float("inf")):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+def check_images(images: Tensor) -> None:
+    """``images [B, C, *spatial]``: real-valued intensities in 0-255.
+
+    Raises ValueError outside ``[-0.5, 255.5]`` (network-normalized or HU-valued inputs would
+    silently make ``sigma_rgb`` meaningless) and warns when a float image lies within [0, 1],
+    the other usual mistake (the colour term then vanishes at the default ``sigma_rgb``).
+    """
+    check_tensor("images", images)
+    check_ndim("images", images, (4, 5), "[B, C, H, W] or [B, C, D, H, W]")
+    check_not_empty("images", images)
+    if images.dtype == torch.bool or images.is_complex():
+        raise TypeError(f"images must be a real-valued tensor, got dtype {images.dtype}")
+    if images.is_floating_point():
+        check_finite("images", images)
+    low, high = (float(v) for v in torch.aminmax(images.detach()))
+    if low < -IMAGE_RANGE_TOLERANCE or high > 255 + IMAGE_RANGE_TOLERANCE:
+        raise ValueError(
+            f"images must hold intensities in the 0-255 range (sigma_rgb is measured in those "
+            f"units), got values in [{low:.4g}, {high:.4g}]; pass the raw image, not the "
+            "network-normalized one, and rescale other ranges (e.g. CT in HU) to 0-255"
+        )
+    if images.is_floating_point() and 0 < high <= 1:
+        warnings.warn(
+            f"images lie in [0, {high:.3g}] but the losses expect 0-255 intensities: with "
+            "sigma_rgb in 0-255 units the colour term barely matters; multiply the images by 255",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def check_valid_mask(valid_mask: Tensor | None, probs: Tensor) -> Tensor | None:
+    """``valid_mask``: None or a bool tensor ``[B, *spatial]`` on the device of ``probs``."""
+    if valid_mask is None:
+        return None
+    check_tensor("valid_mask", valid_mask)
+    if valid_mask.dtype != torch.bool:
+        raise TypeError(
+            f"valid_mask must be a bool tensor, got dtype {valid_mask.dtype}; use mask.bool()"
+        )
+    expected = (probs.shape[0], *probs.shape[2:])
+    if tuple(valid_mask.shape) != expected:
+        raise ValueError(
+            f"valid_mask must have shape [B, *spatial] = {expected} to match probs of shape "
+            f"{tuple(probs.shape)}, got {tuple(valid_mask.shape)}"
+        )
+    check_same_device("valid_mask", valid_mask, "probs", probs)
+    return valid_mask
+
+
+def check_probs(probs: Tensor, valid_mask: Tensor | None) -> None:
+    """``probs [B, K, *spatial]``: finite, >= 0 and summing to 1 over K at every valid pixel.
+
+    Invalid pixels are not checked: they never enter a loss.
+    """
+    check_tensor("probs", probs)
+    check_ndim("probs", probs, (4, 5), "[B, K, H, W] or [B, K, D, H, W]")
+    check_not_empty("probs", probs)
+    if not probs.is_floating_point():
+        raise TypeError(f"probs must be a floating-point tensor, got dtype {probs.dtype}")
+    values = probs.detach()
+    tol = PROBABILITY_TOLERANCE
+    valid = torch.ones_like(values[:, 0], dtype=torch.bool) if valid_mask is None else valid_mask
+    finite = torch.isfinite(values).all(dim=1)  # (B, *spatial)
+    bad = int((valid & ~finite).sum())
+    if bad:
+        raise ValueError(f"probs contains non-finite values (NaN or inf) at {bad} valid pixels")
+    negative = int((valid & (values < -tol).any(dim=1)).sum())
+    if negative:
+        raise ValueError(
+            f"probs must be probabilities (softmax output), but {negative} valid pixels have "
+            f"negative entries (min {float(values.min()):.4g})"
+        )
+    error = torch.where(valid, (values.sum(dim=1) - 1).abs(), 0)  # (B, *spatial)
+    worst = float(error.max())
+    if worst > tol:
+        raise ValueError(
+            f"probs must sum to 1 over the K={probs.shape[1]} classes (dim 1) at every valid "
+            f"pixel, but {int((error > tol).sum())} pixels are off by up to {worst:.4g} "
+            f"(tolerance {tol:g}); pass softmax(logits, dim=1), not logits"
+        )
+
+
+def prepare_inputs(
+    images: Tensor, probs: Tensor, valid_mask: Tensor | None, scale_factor: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Check and resize the inputs of a regularizer; return ``(images, S, m)`` in float32/64.
+
+    ``S = where(valid, probs, 0)`` keeps the graph to ``probs``; ``m`` is the float indicator
+    ``[B, 1, *spatial]`` of valid pixels. The compute dtype is float64 for float64 ``probs`` and
+    float32 otherwise (half-precision AMP outputs are upcast). With ``scale_factor != 1`` the
+    image and the mask are resized nearest and the probabilities (bi/tri)linearly, as in the
+    original rloss code.
+    """
+    check_images(images)
+    check_probs(probs, None if valid_mask is None else check_valid_mask(valid_mask, probs))
+    check_same_batch_and_spatial("probs", probs, "images", images)
+    check_same_device("probs", probs, "images", images)
+    scale_factor = check_positive("scale_factor", scale_factor)
+
+    dtype = torch.float64 if probs.dtype == torch.float64 else torch.float32
+    images = images.detach().to(dtype)
+    probs = probs.to(dtype)
+    everything_valid = valid_mask is None
+    if valid_mask is None:
+        valid_mask = torch.ones_like(probs[:, 0], dtype=torch.bool)
+    if scale_factor != 1:
+        sizes = [int(s * scale_factor) for s in probs.shape[2:]]
+        if min(sizes) < 1:
+            raise ValueError(
+                f"scale_factor={scale_factor} shrinks the spatial size {tuple(probs.shape[2:])} "
+                f"to {tuple(sizes)}; every side must stay >= 1"
+            )
+        linear = "bilinear" if probs.ndim == 4 else "trilinear"
+        images = F.interpolate(images, scale_factor=scale_factor, mode="nearest")
+        probs = F.interpolate(probs, scale_factor=scale_factor, mode=linear, align_corners=False)
+        mask = valid_mask[:, None].to(dtype)
+        valid_mask = F.interpolate(mask, scale_factor=scale_factor, mode="nearest")[:, 0] > 0.5
+    mask = valid_mask[:, None]  # (B, 1, *spatial)
+    if everything_valid:
+        return images, probs, mask.to(dtype)
+    # where, not a product: NaN in excluded padding must not leak into the loss.
+    return images, torch.where(mask, probs, 0), mask.to(dtype)
+
+
+def gaussian_affinity(
+    images: Tensor,
+    sigma_rgb: float,
+    sigma_xy: float,
+    spacing: Sequence[float] | None,
+    backend: str,
+) -> Affinity:
+    """The operator ``v -> W v`` of the dense intensity-position Gaussian (self term included).
+
+    Built once per loss call; the lattice is reused by every product of the forward pass and
+    the backward needs none. Features are built from detached images: no gradient reaches them.
+    """
+    features = intensity_position_features(images, sigma_rgb, sigma_xy, spacing=spacing)
+    if backend == "lattice":
+        return PermutohedralLattice(features)
+
+    def exact(values: Tensor) -> Tensor:
+        return dense_gaussian_filter(values, features)
+
+    return exact
+
+
+def filter_segments(
+    affinity: Affinity, segmentation: Tensor, mask: Tensor, with_degree: bool
+) -> tuple[Tensor, Tensor | None]:
+    """``(W S, W m)`` from a single filtering of K (+1) channels; ``W m`` only if asked for."""
+    if not with_degree:
+        return affinity(segmentation), None
+    filtered = affinity(torch.cat([segmentation, mask], dim=1))  # (B, K + 1, *spatial)
+    return filtered[:, :-1], filtered[:, -1:]
+
+
+def spatial_sum(x: Tensor) -> Tensor:
+    """``[B, K, *spatial] -> [B, K]``."""
+    return x.flatten(2).sum(dim=2)
+
+
+def _per_image(x: Tensor, like: Tensor) -> Tensor:
+    """``[B]`` or ``[B, K]`` -> broadcastable against ``like [B, K, *spatial]``."""
+    return x.reshape(x.shape + (1,) * (like.ndim - x.ndim))
+
+
+def _safe(x: Tensor) -> Tensor:
+    # Only guards 0/0 (no valid pixel, or a class with no mass): the numerator is 0 there too.
+    return x.clamp_min(torch.finfo(x.dtype).tiny)
+
+
+def crf_value(
+    segmentation: Tensor, ws: Tensor, degree: Tensor | None, mask: Tensor, normalization: str
+) -> Tensor:
+    """Per-image dense CRF value ``[B]``: eq. (4) under the given normalization."""
+    if normalization == "rloss":
+        return -spatial_sum(segmentation * ws).sum(dim=1)
+    assert degree is not None
+    cut = spatial_sum(segmentation * (degree - ws)).sum(dim=1)  # S'W(m - S), summed over k
+    if normalization == "none":
+        return cut
+    return cut / _safe(spatial_sum(mask * degree)[:, 0])
+
+
+def crf_grad(
+    segmentation: Tensor, ws: Tensor, degree: Tensor | None, mask: Tensor, normalization: str
+) -> Tensor:
+    """d crf_value / d S ``[B, K, *spatial]``: ``W m - 2 W S``, eq. (11) plus the linear term."""
+    if normalization == "rloss":
+        return -2 * ws
+    assert degree is not None
+    grad = degree - 2 * ws
+    if normalization == "none":
+        return grad
+    return grad / _per_image(_safe(spatial_sum(mask * degree)[:, 0]), grad)
+
+
+def nc_value(segmentation: Tensor, ws: Tensor, degree: Tensor) -> Tensor:
+    """Per-image normalized cut ``[B]``: ``sum_k S_k'W(m - S_k) / d'S_k``, eq. (5)."""
+    association = spatial_sum(segmentation * ws)  # (B, K): S_k'W S_k
+    volume = spatial_sum(segmentation * degree)  # (B, K): d'S_k
+    return ((volume - association) / _safe(volume)).sum(dim=1)
+
+
+def nc_grad(segmentation: Tensor, ws: Tensor, degree: Tensor) -> Tensor:
+    """d nc_value / d S: ``S_k'W S_k d / (d'S_k)^2 - 2 W S_k / d'S_k``, eq. (12)."""
+    association = _per_image(spatial_sum(segmentation * ws), ws)
+    volume = _per_image(_safe(spatial_sum(segmentation * degree)), ws)
+    # (A / V) first: A <= V, so an empty class gives 0 instead of 0 / tiny^2 = NaN
+    return (association / volume * degree - 2 * ws) / volume
+
+
+def broadcast_grad(grad_value: Tensor, grad: Tensor) -> Tensor:
+    """Chain rule for per-image values: ``grad_value [B]`` times ``grad [B, K, *spatial]``."""
+    return grad * _per_image(grad_value, grad)
