@@ -1,0 +1,343 @@
+"""Training configuration: one flat dataclass, filled from YAML then ``--set key=value``.
+
+A YAML file (read with ``yaml.safe_load``) sets any of the :class:`TrainConfig` fields; the
+command line overrides them with ``--set key=value`` (the value is parsed as YAML, so
+``--set lr=0.01``, ``--set scale_range=[0.5,1.5]``, ``--set losses={}`` work; dotted keys reach
+into the ``losses`` mapping: ``--set losses.dense_crf.weight=1e-9``). Unknown keys, values of the
+wrong type and unknown loss parameters are :class:`ConfigError` naming the key.
+
+``losses`` maps a regularizer name (:data:`REGULARIZERS`) to the keyword arguments of its module
+(``weight`` and the loss's hyper-parameters), e.g.::
+
+    losses:
+      dense_crf: {weight: 2.0e-9, sigma_rgb: 15, sigma_xy: 100, scale_factor: 0.5,
+                  normalization: rloss}
+
+The training loss is partial cross-entropy on the labeled pixels plus the sum of these terms.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from weakseg.losses import DenseCRFLoss, GridPottsLoss, KernelCutLoss, NormalizedCutLoss
+
+__all__ = [
+    "DATASETS",
+    "OPTIMIZERS",
+    "REGULARIZERS",
+    "ConfigError",
+    "TrainConfig",
+    "apply_overrides",
+    "build_regularizers",
+    "load_config",
+    "normalize_losses",
+]
+
+DATASETS: tuple[str, ...] = ("folder", "synthetic", "voc")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
+REGULARIZERS: dict[str, type[nn.Module]] = {
+    "dense_crf": DenseCRFLoss,
+    "normalized_cut": NormalizedCutLoss,
+    "kernel_cut": KernelCutLoss,
+    "grid_potts": GridPottsLoss,
+}
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names it."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every setting of ``weakseg train``; see ``configs/*.yaml`` for commented examples."""
+
+    # data
+    dataset: str = "synthetic"  # folder | synthetic | voc
+    data_root: str | None = None  # folder / voc root (synthetic: unused)
+    train_split: str = "train"
+    val_split: str | None = "val"  # None: no validation
+    supervision: str = "scribbles"  # scribbles | clicks | full | tags | unlabeled
+    shorten_ratio: float = 1.0
+    unlabeled_split: str | None = None  # semi-supervised: this split's images, without labels
+    scribble_dir: str | None = None  # voc: ScribbleSup PNGs (default VOC2012/pascal_2012_scribble)
+    channels: int | None = None  # force 1 (gray) or 3 image channels
+    mean: list[float] | None = None  # 0-255; None = ImageNet
+    std: list[float] | None = None
+    crop_size: int = 64
+    scale_range: list[float] | None = dataclasses.field(default_factory=lambda: [0.5, 2.0])
+    hflip: float = 0.5
+    jitter: float = 0.0
+    synthetic_train: int = 200
+    synthetic_val: int = 50
+    synthetic_size: int = 64
+    num_workers: int = 2
+    skip_bad: bool = False
+    # model
+    model: str = "unet"
+    pretrained: str | None = None  # None | imagenet | PATH (e.g. phase-1 checkpoint)
+    output_stride: int | None = None
+    sync_bn: bool = False
+    # loss: partial cross-entropy + these regularizers
+    losses: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # optimization
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    head_lr_mult: float = 1.0  # lr multiplier of the non-backbone parameters (DeepLab: 10)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    epochs: int = 10
+    max_iterations: int | None = None  # stop after this many optimizer steps
+    batch_size: int = 8
+    accumulate: int = 1  # gradient accumulation: batches per optimizer step
+    lr_power: float = 0.9  # poly schedule
+    warmup_iterations: int = 0
+    warmup_factor: float = 0.001
+    clip_grad_norm: float | None = None
+    amp: bool = True  # mixed precision, CUDA only
+    # run
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    deterministic: bool = False
+    output_dir: str = "runs/train"
+    resume: str | None = None  # PATH, or "auto" = output_dir/checkpoint.pth when it exists
+    checkpoint_every: int = 500  # iterations
+    eval_every: int = 1  # epochs
+    val_batch_size: int = 1
+    log_every: int = 10  # iterations (TensorBoard scalars)
+    progress: bool = True  # tqdm bar
+    tensorboard: bool = True  # when the tensorboard package is installed
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict of the fields (stored as ``args`` in checkpoints)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Check and convert ``values``; unknown keys and bad values raise ConfigError."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source} must be a mapping of keys to values, got {values!r}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"unknown config key {key!r} in {source}{_suggest(key, known)}")
+            kwargs[key] = _convert(key, value, hints[key], source)
+        config = cls(**kwargs)
+        config.validate(source)
+        return config
+
+    def validate(self, source: str = "config") -> None:
+        """Check the values that have a fixed set of choices or a range."""
+        _choice("dataset", self.dataset, DATASETS, source)
+        _choice("optimizer", self.optimizer, OPTIMIZERS, source)
+        if self.dataset in ("folder", "voc") and not self.data_root:
+            raise ConfigError(f"data_root must be set for dataset={self.dataset!r} ({source})")
+        for key in ("epochs", "batch_size", "accumulate", "checkpoint_every", "eval_every"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)} ({source})")
+        for key in ("crop_size", "val_batch_size", "log_every"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)} ({source})")
+        if self.max_iterations is not None and self.max_iterations < 1:
+            raise ConfigError(f"max_iterations must be >= 1, got {self.max_iterations} ({source})")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr} ({source})")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers} ({source})")
+        if self.scale_range is not None and len(self.scale_range) != 2:
+            raise ConfigError(
+                f"scale_range must be [low, high] or null, got {self.scale_range} ({source})"
+            )
+        self.losses = normalize_losses(self.losses, source)
+        build_regularizers(self.losses, source)
+
+
+def _suggest(key: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _choice(key: str, value: str, choices: Sequence[str], source: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r} ({source})")
+
+
+def _convert(key: str, value: Any, hint: Any, source: str) -> Any:
+    """``value`` as the type ``hint`` (int, float, bool, str, list[float], dict, X | None)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(key, value, options[0], source)
+    bad = ConfigError(
+        f"config key {key!r} must be {_type_name(hint)}, got {value!r} "
+        f"({type(value).__name__}) in {source}"
+    )
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if hint is float:
+        # YAML 1.1 reads 2e-9 (no dot) as a string; accept it as a number
+        if isinstance(value, bool):
+            raise bad
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise bad
+        return str(value)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        (item,) = typing.get_args(hint)
+        return [_convert(key, v, item, source) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return {str(k): v for k, v in value.items()}
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is list:
+        return f"a list of {typing.get_args(hint)[0].__name__}"
+    if typing.get_origin(hint) is dict:
+        return "a mapping"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, str(hint)
+    )
+
+
+def normalize_losses(losses: dict[str, Any], source: str = "config") -> dict[str, dict]:
+    """Check a ``losses`` mapping (name -> keyword arguments) and convert numbers written as
+    strings (YAML 1.1 reads ``2e-9`` as one) to floats.
+
+    Raises ConfigError for an unknown regularizer or parameter, naming it.
+    """
+    if not isinstance(losses, dict):
+        raise ConfigError(f"losses must be a mapping of regularizer name to parameters ({source})")
+    normalized = {}
+    for name, params in losses.items():
+        if name not in REGULARIZERS:
+            raise ConfigError(
+                f"unknown regularizer {name!r} in losses ({source}); known: "
+                f"{', '.join(REGULARIZERS)}{_suggest(name, REGULARIZERS)}"
+            )
+        params = {} if params is None else params
+        if not isinstance(params, dict):
+            raise ConfigError(f"losses.{name} must be a mapping of parameters, got {params!r}")
+        cls = REGULARIZERS[name]
+        allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        kwargs = {}
+        for key, value in params.items():
+            if key not in allowed:
+                raise ConfigError(
+                    f"unknown parameter {key!r} in losses.{name} ({source}); known: "
+                    f"{', '.join(allowed)}{_suggest(key, allowed)}"
+                )
+            if isinstance(value, str) and key not in ("normalization", "backend"):
+                try:  # YAML 1.1 reads 2e-9 as a string
+                    value = float(value)
+                except ValueError:
+                    raise ConfigError(
+                        f"losses.{name}.{key} must be a number, got {value!r} ({source})"
+                    ) from None
+            kwargs[key] = value
+        normalized[name] = kwargs
+    return normalized
+
+
+def build_regularizers(losses: dict[str, Any], source: str = "config") -> dict[str, nn.Module]:
+    """The regularizer modules of a ``losses`` mapping (name -> keyword arguments).
+
+    Raises ConfigError for an unknown regularizer or parameter (naming it), and for values the
+    loss module rejects.
+    """
+    modules = {}
+    for name, kwargs in normalize_losses(losses, source).items():
+        cls = REGULARIZERS[name]
+        try:
+            modules[name] = cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"losses.{name}: {exc} ({source})") from None
+    return modules
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: cannot parse value {text!r}: {exc}") from None
+    return key.split("."), value
+
+
+def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``values`` with each ``key=value`` (dotted keys into mappings) applied."""
+    result = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
+    for item in overrides:
+        path, value = _parse_override(item)
+        target = result
+        for depth, part in enumerate(path[:-1]):
+            current = target.get(part)
+            if current is None:
+                current = {}
+            if not isinstance(current, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(path[: depth + 1])} is not a mapping")
+            current = {k: (dict(v) if isinstance(v, dict) else v) for k, v in current.items()}
+            target[part] = current
+            target = current
+        target[path[-1]] = value
+    return result
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """The :class:`TrainConfig` of a YAML file (or the defaults) with ``key=value`` overrides.
+
+    Raises:
+        FileNotFoundError: the YAML file does not exist.
+        ConfigError: invalid YAML, unknown key (named, with a suggestion), bad value.
+    """
+    values: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"invalid YAML in {path}: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of config keys, got {loaded!r}")
+        values = loaded or {}
+        source = str(path)
+    if overrides:
+        values = apply_overrides(values, overrides)
+        source += " + --set"
+    return TrainConfig.from_dict(values, source)

@@ -1,0 +1,232 @@
+"""Datasets and loaders of a :class:`~weakseg.engine.config.TrainConfig`, reproducible per epoch.
+
+Resuming a run exactly needs the data of every step to depend only on ``(seed, epoch, step)``:
+
+- :class:`ShardedSampler` draws the epoch's order from ``seed + epoch`` (like
+  ``DistributedSampler``), gives each process its shard, and can start mid-epoch;
+- :class:`EpochSeeded` seeds Python, NumPy and torch from ``(seed, epoch, index)`` around each
+  sample's augmentation (and restores the caller's generators), so a sample's crop does not
+  depend on the worker that loads it nor on what came before.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, Subset
+
+from weakseg.data import (
+    FolderDataset,
+    SyntheticDataset,
+    VOCDataset,
+    eval_transforms,
+    train_transforms,
+)
+from weakseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from weakseg.engine.config import ConfigError, TrainConfig
+
+__all__ = [
+    "EpochSeeded",
+    "ShardedSampler",
+    "build_datasets",
+    "build_train_loader",
+    "build_val_loader",
+    "pad_collate",
+]
+
+
+class ShardedSampler(Sampler[int]):
+    """Indices of one process for one epoch: a permutation seeded by ``seed + epoch`` (or the
+    identity when ``shuffle=False``), padded by wrapping to a multiple of ``num_replicas``, every
+    ``num_replicas``-th from ``rank``, then the first ``start`` skipped (:meth:`set_epoch`)."""
+
+    def __init__(
+        self, size: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0
+    ) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in 0..{num_replicas - 1}, got {rank}")
+        self.size, self.num_replicas, self.rank = size, num_replicas, rank
+        self.shuffle, self.seed = shuffle, seed
+        self.epoch, self.start = 0, 0
+        self.per_replica = -(-size // num_replicas) if size else 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch's order and skip its first ``start`` indices (resuming)."""
+        self.epoch, self.start = int(epoch), int(start)
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        total = self.per_replica * self.num_replicas
+        order = (order * (total // max(len(order), 1) + 1))[:total]
+        return iter(order[self.rank :: self.num_replicas][self.start :])
+
+    def __len__(self) -> int:
+        return max(self.per_replica - self.start, 0)
+
+
+class EpochSeeded(Dataset):
+    """``dataset[index]`` with Python, NumPy and torch seeded by ``(seed, epoch, index)``."""
+
+    def __init__(self, dataset: Dataset, seed: int = 0) -> None:
+        self.dataset, self.seed, self.epoch = dataset, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sequence = np.random.SeedSequence([self.seed, self.epoch, index])
+        sample_seed = int(sequence.generate_state(1)[0])
+        # transforms draw from the global generators: seed them, then give them back
+        python_state, numpy_state = random.getstate(), np.random.get_state()  # noqa: NPY002
+        try:
+            with torch.random.fork_rng(devices=[]):
+                random.seed(sample_seed)
+                np.random.seed(sample_seed)  # noqa: NPY002
+                torch.manual_seed(sample_seed)
+                return self.dataset[index]
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)  # noqa: NPY002
+
+
+def _mean_std(config: TrainConfig) -> tuple[Sequence[float], Sequence[float]]:
+    return tuple(config.mean or IMAGENET_MEAN), tuple(config.std or IMAGENET_STD)
+
+
+def _dataset(config: TrainConfig, split: str, supervision: str, transform: Any) -> Dataset:
+    mean, std = _mean_std(config)
+    if config.dataset == "synthetic":
+        train = split == config.train_split
+        count = config.synthetic_train if train else config.synthetic_val
+        return SyntheticDataset(
+            count,
+            config.synthetic_size,
+            seed=config.seed * 2 + (0 if train else 1),
+            supervision=supervision,
+            transform=transform,
+            shorten_ratio=config.shorten_ratio if supervision == "scribbles" else 1.0,
+            mean=mean,
+            std=std,
+        )
+    common = {
+        "supervision": supervision,
+        "transform": transform,
+        "skip_bad": config.skip_bad,
+        "shorten_ratio": config.shorten_ratio if supervision == "scribbles" else 1.0,
+        "mean": mean,
+        "std": std,
+    }
+    if config.dataset == "folder":
+        return FolderDataset(config.data_root, split, channels=config.channels, **common)
+    return VOCDataset(config.data_root, split, scribble_dir=config.scribble_dir, **common)
+
+
+def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset | None, list[str], int]:
+    """``(train, val or None, class_names, in_channels)`` of ``config``.
+
+    ``train`` mixes in the ``unlabeled_split`` images (label all 255) when set; ``val`` has full
+    masks (``supervision="unlabeled"``: it needs no scribbles).
+    """
+    mean, _ = _mean_std(config)
+    scale = tuple(config.scale_range) if config.scale_range is not None else None
+    transform = train_transforms(
+        config.crop_size, scale=scale, hflip=config.hflip, jitter=config.jitter, mean=mean
+    )
+    train = _dataset(config, config.train_split, config.supervision, transform)
+    class_names = list(train.class_names)
+    if config.unlabeled_split:
+        unlabeled = _dataset(config, config.unlabeled_split, "unlabeled", transform)
+        train = ConcatDataset([train, unlabeled])
+    val = None
+    if config.val_split:
+        val = _dataset(config, config.val_split, "unlabeled", eval_transforms(mean=mean))
+        if not getattr(val, "has_masks", False):
+            raise ConfigError(
+                f"val_split {config.val_split!r} has no full masks to evaluate against; "
+                "set val_split: null to train without validation"
+            )
+    if len(train) == 0:
+        raise ConfigError(f"train_split {config.train_split!r} holds no sample")
+    in_channels = int(train[0]["image"].shape[0]) if config.channels is None else config.channels
+    return train, val, class_names, in_channels
+
+
+def build_train_loader(
+    dataset: Dataset,
+    config: TrainConfig,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> tuple[DataLoader, ShardedSampler, EpochSeeded]:
+    """The training loader (drop_last, :class:`ShardedSampler`, :class:`EpochSeeded`)."""
+    seeded = EpochSeeded(dataset, config.seed)
+    sampler = ShardedSampler(len(dataset), world_size, rank, shuffle=True, seed=config.seed)
+    if sampler.per_replica < config.batch_size:
+        raise ConfigError(
+            f"batch_size={config.batch_size} is larger than the {sampler.per_replica} training "
+            f"samples of each of the {world_size} process(es)"
+        )
+    loader = DataLoader(
+        seeded,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        drop_last=True,
+        pin_memory=pin_memory,
+        # own generator: creating an iterator must not consume the global RNG (exact resume)
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    return loader, sampler, seeded
+
+
+def build_val_loader(
+    dataset: Dataset, batch_size: int, num_workers: int, rank: int = 0, world_size: int = 1
+) -> DataLoader:
+    """The evaluation loader of this process: samples ``rank, rank + world_size, ...``."""
+    shard = Subset(dataset, range(rank, len(dataset), world_size))
+    return DataLoader(
+        shard,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=pad_collate,
+        generator=torch.Generator(),
+    )
+
+
+def pad_collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch samples of different sizes: pad bottom/right to the largest (image 0 = the mean,
+    labels 255, ``valid_mask`` False)."""
+    height = max(s["image"].shape[-2] for s in samples)
+    width = max(s["image"].shape[-1] for s in samples)
+    fills = {"image": 0.0, "image_raw": 0.0, "label": 255, "mask": 255, "valid_mask": False}
+    batch: dict[str, Any] = {}
+    for key, value in samples[0].items():
+        if key in fills:
+            padded = []
+            for sample in samples:
+                tensor = sample[key]
+                pad = (0, width - tensor.shape[-1], 0, height - tensor.shape[-2])
+                if tensor.dtype == torch.bool:
+                    tensor = F.pad(tensor.to(torch.uint8), pad, value=0).bool()
+                else:
+                    tensor = F.pad(tensor, pad, value=fills[key])
+                padded.append(tensor)
+            batch[key] = torch.stack(padded)
+        elif isinstance(value, torch.Tensor):
+            batch[key] = torch.stack([s[key] for s in samples])
+        else:
+            batch[key] = [s[key] for s in samples]
+    return batch

@@ -1,0 +1,75 @@
+"""weakseg.engine.config: YAML defaults, --set overrides, and every error naming its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from weakseg.engine.config import ConfigError, TrainConfig, build_regularizers, load_config
+from weakseg.losses import DenseCRFLoss
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+def test_defaults_and_yaml_and_overrides(tmp_path) -> None:
+    assert load_config() == TrainConfig()
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.5\nepochs: 3\nlosses:\n  dense_crf: {weight: 2e-9, sigma_xy: 100}\n")
+    config = load_config(path, ["epochs=7", "losses.dense_crf.weight=1e-9", "scale_range=null"])
+    assert config.lr == 0.5 and config.epochs == 7 and config.scale_range is None
+    assert config.losses == {"dense_crf": {"weight": 1e-9, "sigma_xy": 100}}
+    modules = build_regularizers(config.losses)
+    assert isinstance(modules["dense_crf"], DenseCRFLoss)
+    assert modules["dense_crf"].weight == pytest.approx(1e-9)  # YAML '1e-9' is a string
+    assert load_config(None, ["lr=3"]).lr == 3.0 and isinstance(
+        load_config(None, ["lr=3"]).lr, float
+    )
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_load(path: Path) -> None:
+    config = load_config(path)
+    build_regularizers(config.losses)
+
+
+def test_shipped_configs_exist() -> None:
+    names = {p.stem for p in CONFIGS}
+    assert {"synthetic", "acdc_unet_pce", "acdc_unet_densecrf", "voc_largefov_pce"} <= names
+
+
+def test_config_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'lrr' .*did you mean 'lr'"):
+        load_config(None, ["lrr=0.1"])
+    path = tmp_path / "bad.yaml"
+    path.write_text("epochs: 3\nbatchsize: 4\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'batchsize' in .*bad.yaml"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"'epochs' must be an integer, got 'ten'"):
+        load_config(None, ["epochs=ten"])
+    with pytest.raises(ConfigError, match=r"'amp' must be true or false, got 1"):
+        load_config(None, ["amp=1"])
+    with pytest.raises(ConfigError, match=r"--set expects key=value, got 'lr'"):
+        load_config(None, ["lr"])
+    with pytest.raises(ConfigError, match=r"--set 'lr.x=1': lr is not a mapping"):
+        load_config(None, ["lr=0.1", "lr.x=1"])
+    with pytest.raises(ConfigError, match=r"unknown regularizer 'densecrf' .*'dense_crf'"):
+        load_config(None, ["losses={densecrf: {}}"])
+    with pytest.raises(ConfigError, match=r"unknown parameter 'sigma' in losses.dense_crf"):
+        load_config(None, ["losses.dense_crf.sigma=3"])
+    with pytest.raises(ConfigError, match=r"losses.dense_crf: .*sigma_xy"):
+        load_config(None, ["losses.dense_crf.sigma_xy=-1"])
+    with pytest.raises(ConfigError, match=r"optimizer must be one of sgd, adamw, got 'adam'"):
+        load_config(None, ["optimizer=adam"])
+    with pytest.raises(ConfigError, match=r"data_root must be set for dataset='folder'"):
+        load_config(None, ["dataset=folder"])
+    with pytest.raises(ConfigError, match=r"batch_size must be >= 1, got 0"):
+        load_config(None, ["batch_size=0"])
+    with pytest.raises(FileNotFoundError, match=r"config file not found: .*missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match=r"must hold a mapping of config keys"):
+        load_config(path)
+    path.write_text("lr: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"invalid YAML in .*bad.yaml"):
+        load_config(path)

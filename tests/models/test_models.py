@@ -1,0 +1,139 @@
+"""weakseg.models: output shapes of every network, pretrained files, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from weakseg.models import MODEL_NAMES, UNet, adapt_first_conv, build_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # the CI machine has 2 shared cores; oversubscribed convolutions are 10x slower
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_output_is_logits_at_input_size(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=3).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 33, 41))  # odd size: not a multiple of any stride
+    assert out.shape == (1, 3, 33, 41)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["unet", "deeplabv3plus_mobilenet_v3", "lraspp_mobilenet_v3"])
+def test_gray_input_train_mode_backward(name: str) -> None:
+    model = build_model(name, num_classes=4, in_channels=1).train()
+    out = model(torch.randn(2, 1, 32, 32))
+    assert out.shape == (2, 4, 32, 32)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize(
+    ("name", "stride", "expected"),
+    [
+        ("deeplabv3plus_mobilenet_v2", 16, 4),
+        ("deeplabv3plus_mobilenet_v2", 8, 8),
+        ("deeplabv3plus_resnet50", 8, 8),
+        ("deeplabv3_mobilenet_v3", None, 4),
+        ("deeplabv3_resnet50", None, 8),
+    ],
+)
+def test_output_stride(name: str, stride: int | None, expected: int) -> None:
+    model = build_model(name, 2, output_stride=stride).eval()
+    with torch.no_grad():
+        features = model.backbone(torch.randn(1, 3, 64, 64))
+    assert features["out"].shape[-1] == expected  # 64 / output_stride
+    if "low" in features:
+        assert features["low"].shape[-1] == 16  # stride 4
+
+
+def test_unet_any_size_and_errors() -> None:
+    net = UNet(1, 2, base_channels=4, depth=2).eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, 1, 7, 13)).shape == (1, 2, 7, 13)
+    with pytest.raises(ValueError, match="depth must be >= 1"):
+        UNet(1, 2, depth=0)
+
+
+def test_pretrained_file_round_trip(tmp_path) -> None:
+    source = build_model("unet", 4, in_channels=1)
+    with torch.no_grad():
+        for parameter in source.parameters():
+            parameter.uniform_(-1, 1)
+    torch.save(source.state_dict(), tmp_path / "state.pth")
+    torch.save({"model": source.state_dict(), "epoch": 3}, tmp_path / "checkpoint.pth")
+    ddp = {f"module.{k}": v for k, v in source.state_dict().items()}
+    torch.save(ddp, tmp_path / "ddp.pth")
+    for name in ("state.pth", "checkpoint.pth", "ddp.pth"):
+        loaded = build_model("unet", 4, in_channels=1, pretrained=tmp_path / name)
+        for key, value in source.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), (name, key)
+
+
+def test_pretrained_backbone_file_adapts_first_conv(tmp_path) -> None:
+    imagenet = torchvision.models.mobilenet_v2(weights=None)  # stands in for ImageNet weights
+    torch.save(imagenet.state_dict(), tmp_path / "mobilenet_v2.pth")
+    model = build_model(
+        "deeplabv3plus_mobilenet_v2",
+        2,
+        in_channels=1,
+        pretrained=str(tmp_path / "mobilenet_v2.pth"),
+    )
+    own = model.backbone.state_dict()
+    theirs = imagenet.state_dict()
+    assert torch.equal(own["features.1.conv.0.0.weight"], theirs["features.1.conv.0.0.weight"])
+    first = theirs["features.0.0.weight"]  # (32, 3, 3, 3)
+    assert torch.allclose(own["features.0.0.weight"], first.sum(dim=1, keepdim=True))
+
+
+def test_adapt_first_conv_keeps_gray_response() -> None:
+    weight = torch.randn(8, 3, 3, 3)
+    gray = torch.rand(1, 1, 5, 5)
+    rgb = torch.nn.functional.conv2d(gray.expand(1, 3, 5, 5), weight)
+    for channels in (1, 2):
+        adapted = adapt_first_conv(weight, channels)
+        out = torch.nn.functional.conv2d(gray.expand(1, channels, 5, 5), adapted)
+        torch.testing.assert_close(out, rgb)
+
+
+def test_build_model_errors(tmp_path) -> None:
+    with pytest.raises(ValueError, match="unknown model 'unett'; known models: unet"):
+        build_model("unett", 2)
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 1, got 0"):
+        build_model("unet", 0)
+    with pytest.raises(ValueError, match="in_channels must be an integer >= 1, got 0"):
+        build_model("unet", 2, in_channels=0)
+    with pytest.raises(
+        ValueError, match="output_stride must be 8 or 16 for 'fcn_resnet50', got 32"
+    ):
+        build_model("fcn_resnet50", 2, output_stride=32)
+    with pytest.raises(ValueError, match="'unet' has a fixed architecture; output_stride"):
+        build_model("unet", 2, output_stride=16)
+    with pytest.raises(ValueError, match="'unet' has no ImageNet backbone"):
+        build_model("unet", 2, pretrained="imagenet")
+    with pytest.raises(FileNotFoundError, match=r"pretrained weights file not found: .*nope.pth"):
+        build_model("unet", 2, pretrained=tmp_path / "nope.pth")
+
+
+def test_pretrained_file_mismatch_errors(tmp_path) -> None:
+    torch.save(build_model("unet", 3).state_dict(), tmp_path / "k3.pth")
+    with pytest.raises(ValueError, match=r"k3.pth has the keys of this model but other shapes"):
+        build_model("unet", 4, pretrained=tmp_path / "k3.pth")
+    with pytest.raises(ValueError, match=r"k3.pth does not match the ResNetBackbone: missing"):
+        build_model("fcn_resnet50", 4, pretrained=tmp_path / "k3.pth")
+    torch.save({"model": build_model("unet", 3).state_dict()}, tmp_path / "ok.pth")
+    with pytest.raises(ValueError, match=r"does not match the UNet: missing keys"):
+        torch.save({"weight": torch.zeros(1)}, tmp_path / "foreign.pth")
+        build_model("unet", 3, pretrained=tmp_path / "foreign.pth")
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match=r"list.pth does not hold a state dict of tensors"):
+        build_model("unet", 3, pretrained=tmp_path / "list.pth")
