@@ -32,6 +32,9 @@ if os.environ.get("NUMBA_THREADING_LAYER") is None:
     numba.config.THREADING_LAYER = "workqueue"
 
 _CHUNK = 2048  # points per parallel work item
+# Pairs farther apart add less than exp(-20) ~ 2e-9 each to a degree of at least 1.
+_NEGLIGIBLE_SQ_DISTANCE = 40.0
+_BLOCK = 64  # points transposed at once between channel-major and point-major
 _EMPTY = -1  # empty slot of the hash table (keys are >= 0)
 _HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing
 
@@ -186,19 +189,34 @@ def _neighbors(vertex_keys, table_keys, table_index, capacity_bits, zero_extra, 
 
 @njit(parallel=True, cache=True)
 def _splat(values, vertex_of_entry, bary, num_vertices, num_threads):  # pragma: no cover
+    """Lattice values [M + 1, C] of channel-major ``values [B, C, N]``.
+
+    Each thread accumulates a range of points into its own buffer. Points are read in blocks
+    that are transposed on the fly: reading the C channels of one point directly would stride
+    by N, and for power-of-two N the C streams collide in the same cache sets (measured 10x
+    slower at 512 x 512).
+    """
     batch, channels, n = values.shape
     d1 = bary.shape[1]
-    num_points = batch * n
+    blocks_per_image = (n + _BLOCK - 1) // _BLOCK
+    tasks = batch * blocks_per_image
     partial = np.zeros((num_threads, num_vertices + 1, channels), values.dtype)
-    per_thread = (num_points + num_threads - 1) // num_threads
+    per_thread = (tasks + num_threads - 1) // num_threads
     for t in prange(num_threads):
-        for p in range(t * per_thread, min(num_points, (t + 1) * per_thread)):
-            b, i = p // n, p % n
-            for k in range(d1):
-                vertex = vertex_of_entry[p * d1 + k]
-                weight = bary[p, k]
-                for c in range(channels):
-                    partial[t, vertex, c] += weight * values[b, c, i]
+        block = np.empty((_BLOCK, channels), values.dtype)
+        for task in range(t * per_thread, min(tasks, (t + 1) * per_thread)):
+            b, start = task // blocks_per_image, (task % blocks_per_image) * _BLOCK
+            stop = min(n, start + _BLOCK)
+            for c in range(channels):
+                for i in range(start, stop):
+                    block[i - start, c] = values[b, c, i]
+            for i in range(start, stop):
+                p = b * n + i
+                for k in range(d1):
+                    vertex = vertex_of_entry[p * d1 + k]
+                    weight = bary[p, k]
+                    for c in range(channels):
+                        partial[t, vertex, c] += weight * block[i - start, c]
     lattice = partial[0]
     for t in range(1, num_threads):
         lattice += partial[t]
@@ -220,23 +238,31 @@ def _blur(lattice, forward, backward, directions, center, neighbor):  # pragma: 
 
 
 @njit(parallel=True, cache=True)
-def _slice(lattice, vertex_of_entry, bary, batch, n):  # pragma: no cover - compiled
+def _slice(lattice, vertex_of_entry, bary, batch, n, num_threads):  # pragma: no cover
+    """Channel-major ``out [B, C, N]`` from lattice values [M + 1, C], in transposed blocks."""
     channels = lattice.shape[1]
     d1 = bary.shape[1]
     out = np.empty((batch, channels, n), lattice.dtype)
-    num_points = batch * n
-    for chunk in prange((num_points + _CHUNK - 1) // _CHUNK):
-        acc = np.empty(channels, lattice.dtype)
-        for p in range(chunk * _CHUNK, min(num_points, (chunk + 1) * _CHUNK)):
-            acc[:] = 0.0
-            for k in range(d1):
-                vertex = vertex_of_entry[p * d1 + k]
-                weight = bary[p, k]
+    blocks_per_image = (n + _BLOCK - 1) // _BLOCK
+    tasks = batch * blocks_per_image
+    per_thread = (tasks + num_threads - 1) // num_threads
+    for t in prange(num_threads):
+        block = np.empty((_BLOCK, channels), lattice.dtype)
+        for task in range(t * per_thread, min(tasks, (t + 1) * per_thread)):
+            b, start = task // blocks_per_image, (task % blocks_per_image) * _BLOCK
+            stop = min(n, start + _BLOCK)
+            for i in range(start, stop):
+                p = b * n + i
                 for c in range(channels):
-                    acc[c] += weight * lattice[vertex, c]
-            b, i = p // n, p % n
+                    block[i - start, c] = 0
+                for k in range(d1):
+                    vertex = vertex_of_entry[p * d1 + k]
+                    weight = bary[p, k]
+                    for c in range(channels):
+                        block[i - start, c] += weight * lattice[vertex, c]
             for c in range(channels):
-                out[b, c, i] = acc[c]
+                for i in range(start, stop):
+                    out[b, c, i] = block[i - start, c]
     return out
 
 
@@ -245,19 +271,24 @@ def _exact_degrees(points, samples, neighbors, points_per_batch, batch):  # prag
     """``sum_q exp(-|f_p - f_q|^2 / 2)`` over q in ``neighbors``, for p in ``samples``, per batch
     element: [batch, len(samples)]."""
     d = points.shape[1]
-    out = np.zeros((batch, samples.shape[0]), np.float64)
-    for task in prange(batch * samples.shape[0]):
-        b, s = task // samples.shape[0], task % samples.shape[0]
-        p = b * points_per_batch + samples[s]
-        acc = 0.0
-        for q_index in range(neighbors.shape[0]):
-            q = b * points_per_batch + neighbors[q_index]
-            sq = 0.0
-            for j in range(d):
-                diff = points[p, j] - points[q, j]
-                sq += diff * diff
-            acc += math.exp(-0.5 * sq)
-        out[b, s] = acc
+    num_samples, num_neighbors = samples.shape[0], neighbors.shape[0]
+    out = np.zeros((batch, num_samples), np.float64)
+    for b in range(batch):
+        # Contiguous copies: the inner loop then streams through memory.
+        near = np.empty((num_neighbors, d), points.dtype)
+        for q in range(num_neighbors):
+            near[q] = points[b * points_per_batch + neighbors[q]]
+        for s in prange(num_samples):
+            p = points[b * points_per_batch + samples[s]]
+            acc = 0.0
+            for q in range(num_neighbors):
+                sq = 0.0
+                for j in range(d):
+                    diff = p[j] - near[q, j]
+                    sq += diff * diff
+                if sq < _NEGLIGIBLE_SQ_DISTANCE:  # most pairs are far: skip their exp
+                    acc += math.exp(-0.5 * sq)
+            out[b, s] = acc
     return out
 
 
@@ -365,4 +396,6 @@ class NumbaLatticeOps:
             lattice.dtype.type(BLUR_NEIGHBOR),
         )
         batch, _, n = values.shape
-        return torch.from_numpy(_slice(lattice, self._vertex_of_entry, self._bary, batch, n))
+        return torch.from_numpy(
+            _slice(lattice, self._vertex_of_entry, self._bary, batch, n, self._threads)
+        )
