@@ -22,6 +22,8 @@ INV_STD_FACTOR = math.sqrt(2.0 / 3.0)
 # The blur B^T B: two half-variance passes [1, 6, 1] / 8 per direction, one in each half.
 BLUR_CENTER = 0.75
 BLUR_NEIGHBOR = 0.125
+# Calibration ignores pairs farther apart: each adds less than exp(-20) ~ 2e-9 to a degree >= 1.
+NEGLIGIBLE_SQ_DISTANCE = 40.0
 # Keys are int64: the largest key range used, with room for the batch index.
 MAX_KEY = 1 << 62
 

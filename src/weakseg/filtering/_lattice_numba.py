@@ -21,6 +21,7 @@ from torch import Tensor
 from weakseg.filtering._lattice_geometry import (
     BLUR_CENTER,
     BLUR_NEIGHBOR,
+    NEGLIGIBLE_SQ_DISTANCE,
     KeyLayout,
     elevation_matrix,
 )
@@ -32,8 +33,6 @@ if os.environ.get("NUMBA_THREADING_LAYER") is None:
     numba.config.THREADING_LAYER = "workqueue"
 
 _CHUNK = 2048  # points per parallel work item
-# Pairs farther apart add less than exp(-20) ~ 2e-9 each to a degree of at least 1.
-_NEGLIGIBLE_SQ_DISTANCE = 40.0
 _BLOCK = 64  # points transposed at once between channel-major and point-major
 _EMPTY = -1  # empty slot of the hash table (keys are >= 0)
 _HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing
@@ -286,7 +285,7 @@ def _exact_degrees(points, samples, neighbors, points_per_batch, batch):  # prag
                 for j in range(d):
                     diff = p[j] - near[q, j]
                     sq += diff * diff
-                if sq < _NEGLIGIBLE_SQ_DISTANCE:  # most pairs are far: skip their exp
+                if sq < NEGLIGIBLE_SQ_DISTANCE:  # most pairs are far: skip their exp
                     acc += math.exp(-0.5 * sq)
             out[b, s] = acc
     return out

@@ -15,6 +15,7 @@ from torch import Tensor
 from weakseg.filtering._lattice_geometry import (
     BLUR_CENTER,
     BLUR_NEIGHBOR,
+    NEGLIGIBLE_SQ_DISTANCE,
     KeyLayout,
     elevation_matrix,
 )
@@ -174,7 +175,9 @@ class TorchLatticeOps:
         p, q = grouped[:, samples], grouped[:, neighbors]  # (B, S, D), (B, Q, D)
         cross = p @ q.transpose(1, 2)  # (B, S, Q)
         sq_dist = (p * p).sum(2)[:, :, None] + (q * q).sum(2)[:, None, :] - 2 * cross
-        return torch.exp(-0.5 * sq_dist.clamp_min(0.0)).sum(dim=2)
+        kernel = torch.exp(-0.5 * sq_dist.clamp_min(0.0))
+        # Same cut-off as the numba backend, so both calibrate to the same scale.
+        return torch.where(sq_dist < NEGLIGIBLE_SQ_DISTANCE, kernel, 0.0).sum(dim=2)
 
     def lattice_degrees(self, samples: Tensor) -> Tensor:
         """``(S^T B^T B S 1)_p`` for p in ``samples`` of every batch element: [B, S]."""
