@@ -182,7 +182,7 @@ class TorchLatticeOps:
     def lattice_degrees(self, samples: Tensor) -> Tensor:
         """``(S^T B^T B S 1)_p`` for p in ``samples`` of every batch element: [B, S]."""
         ones = self._slice.values().new_ones(self.batch_size, 1, self.points_per_batch)
-        return self.apply(ones)[:, 0, samples]
+        return self.apply(ones, ones.new_ones(self.batch_size))[:, 0, samples]
 
     def _blur(self, lattice_values: Tensor, directions: range) -> Tensor:
         # lattice_values: (M + 1, C), the last row zero.
@@ -195,8 +195,8 @@ class TorchLatticeOps:
             lattice_values = blurred
         return lattice_values
 
-    def apply(self, values: Tensor) -> Tensor:
-        """``S^T B^T B S v`` for ``values [B, C, N]`` in the compute dtype."""
+    def apply(self, values: Tensor, scale: Tensor) -> Tensor:
+        """``scale[b] S^T B^T B S v`` for ``values [B, C, N]`` in the compute dtype."""
         batch, channels, n = values.shape
         points = values.transpose(1, 2).reshape(batch * n, channels)  # (P, C)
         grouped = points.index_select(0, self._point_order)  # sorted by simplex
@@ -207,4 +207,6 @@ class TorchLatticeOps:
         lattice_values = self._blur(lattice_values, range(self.dims + 1))
         lattice_values = self._blur(lattice_values, range(self.dims, -1, -1))
         out = torch.sparse.mm(self._slice, lattice_values[:-1])  # (P, C)
-        return out.reshape(batch, n, channels).transpose(1, 2)
+        out = out.reshape(batch, n, channels)
+        out *= scale.to(out.dtype)[:, None, None]
+        return out.transpose(1, 2)

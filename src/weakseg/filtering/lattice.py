@@ -161,8 +161,7 @@ class PermutohedralLattice:
 
     def filter_flat(self, values: Tensor) -> Tensor:
         """``W v`` for ``values [B, C, N]`` in the compute dtype: no checks, no autograd."""
-        out = self._ops.apply(values)
-        return out * self._batch_scale.to(out.dtype)[:, None, None]
+        return self._ops.apply(values, self._batch_scale)
 
     def __call__(self, values: Tensor) -> Tensor:
         """Filter ``values [B, C, *spatial]`` (the features' layout); returns the same shape."""
