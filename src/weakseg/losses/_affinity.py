@@ -126,17 +126,21 @@ def check_probs(probs: Tensor, valid_mask: Tensor | None) -> None:
     values = probs.detach()
     tol = PROBABILITY_TOLERANCE
     valid = torch.ones_like(values[:, 0], dtype=torch.bool) if valid_mask is None else valid_mask
-    finite = torch.isfinite(values).all(dim=1)  # (B, *spatial)
+    # Two reductions over K instead of one pass per condition: NaN and inf propagate into both
+    # the sum and the minimum, so their finiteness stands for that of every entry.
+    total = values.sum(dim=1)  # (B, *spatial)
+    smallest = values.amin(dim=1)  # (B, *spatial)
+    finite = torch.isfinite(total) & torch.isfinite(smallest)
     bad = int((valid & ~finite).sum())
     if bad:
         raise ValueError(f"probs contains non-finite values (NaN or inf) at {bad} valid pixels")
-    negative = int((valid & (values < -tol).any(dim=1)).sum())
+    negative = int((valid & (smallest < -tol)).sum())
     if negative:
         raise ValueError(
             f"probs must be probabilities (softmax output), but {negative} valid pixels have "
             f"negative entries (min {float(values.min()):.4g})"
         )
-    error = torch.where(valid, (values.sum(dim=1) - 1).abs(), 0)  # (B, *spatial)
+    error = torch.where(valid, (total - 1).abs(), 0)  # (B, *spatial)
     worst = float(error.max())
     if worst > tol:
         raise ValueError(
@@ -225,6 +229,15 @@ def spatial_sum(x: Tensor) -> Tensor:
     return x.flatten(2).sum(dim=2)
 
 
+def spatial_dot(x: Tensor, y: Tensor) -> Tensor:
+    """``sum_p x[b, k, p] y[b, k, p]`` as ``[B, K]`` for ``x [B, K, *spatial]`` and ``y`` of the
+    same shape or ``[B, 1, *spatial]`` (broadcast over K), without materialising the product."""
+    x, y = x.flatten(2), y.flatten(2)
+    if y.shape[1] == 1 and x.shape[1] != 1:
+        return torch.bmm(x, y.transpose(1, 2))[:, :, 0]
+    return torch.einsum("bkn,bkn->bk", x, y)
+
+
 def _per_image(x: Tensor, like: Tensor) -> Tensor:
     """``[B]`` or ``[B, K]`` -> broadcastable against ``like [B, K, *spatial]``."""
     return x.reshape(x.shape + (1,) * (like.ndim - x.ndim))
@@ -240,12 +253,13 @@ def crf_value(
 ) -> Tensor:
     """Per-image dense CRF value ``[B]``: eq. (4) under the given normalization."""
     if normalization == "rloss":
-        return -spatial_sum(segmentation * ws).sum(dim=1)
+        return -spatial_dot(segmentation, ws).sum(dim=1)
     assert degree is not None
-    cut = spatial_sum(segmentation * (degree - ws)).sum(dim=1)  # S'W(m - S), summed over k
+    # S'W(m - S), summed over k
+    cut = (spatial_dot(segmentation, degree) - spatial_dot(segmentation, ws)).sum(dim=1)
     if normalization == "none":
         return cut
-    return cut / _safe(spatial_sum(mask * degree)[:, 0])
+    return cut / _safe(spatial_dot(mask, degree)[:, 0])
 
 
 def crf_grad(
@@ -258,20 +272,20 @@ def crf_grad(
     grad = degree - 2 * ws
     if normalization == "none":
         return grad
-    return grad / _per_image(_safe(spatial_sum(mask * degree)[:, 0]), grad)
+    return grad / _per_image(_safe(spatial_dot(mask, degree)[:, 0]), grad)
 
 
 def nc_value(segmentation: Tensor, ws: Tensor, degree: Tensor) -> Tensor:
     """Per-image normalized cut ``[B]``: ``sum_k S_k'W(m - S_k) / d'S_k``, eq. (5)."""
-    association = spatial_sum(segmentation * ws)  # (B, K): S_k'W S_k
-    volume = spatial_sum(segmentation * degree)  # (B, K): d'S_k
+    association = spatial_dot(segmentation, ws)  # (B, K): S_k'W S_k
+    volume = spatial_dot(segmentation, degree)  # (B, K): d'S_k
     return ((volume - association) / _safe(volume)).sum(dim=1)
 
 
 def nc_grad(segmentation: Tensor, ws: Tensor, degree: Tensor) -> Tensor:
     """d nc_value / d S: ``S_k'W S_k d / (d'S_k)^2 - 2 W S_k / d'S_k``, eq. (12)."""
-    association = _per_image(spatial_sum(segmentation * ws), ws)
-    volume = _per_image(_safe(spatial_sum(segmentation * degree)), ws)
+    association = _per_image(spatial_dot(segmentation, ws), ws)
+    volume = _per_image(_safe(spatial_dot(segmentation, degree)), ws)
     # (A / V) first: A <= V, so an empty class gives 0 instead of 0 / tiny^2 = NaN
     return (association / volume * degree - 2 * ws) / volume
 
