@@ -1,7 +1,8 @@
-r"""Dense Gaussian regularizer values (CRF cut and normalized cut) for proposals and ``segment``.
+r"""Dense Gaussian regularizer values (CRF cut and normalized cut) for ``segment_image``.
 
-A small local stand-in for ``weakseg.losses.dense_crf_loss`` / normalized cut, which are written
-in parallel; switch the callers to them once they land. With :math:`d = W\mathbf 1`:
+Used by :func:`weakseg.segment_image`, which optimizes a free logit field for many steps on one
+image: unlike the loss functions of :mod:`weakseg.losses` (one lattice per call), this takes a
+filter built once and reuses it for every step. With :math:`d = W\mathbf 1`:
 
 .. math::
     R_{CRF}(S) = \frac{\sum_k S_k^\top W (\mathbf 1 - S_k)}{\mathbf 1^\top W \mathbf 1},\qquad

@@ -25,9 +25,8 @@ from torch import Tensor, nn
 
 from weakseg._validation import check_positive
 from weakseg.crf._kernels import check_labels, check_logits_and_images, check_valid_mask
-from weakseg.crf._regularizers import gaussian_cut_terms, gaussian_filter_for
 from weakseg.crf.mean_field import dense_crf_inference
-from weakseg.filtering import intensity_position_features
+from weakseg.losses import dense_crf_loss
 
 __all__ = ["ADMLossOutput", "DenseCRFADMLoss", "densecrf_adm_loss"]
 
@@ -132,15 +131,17 @@ def densecrf_adm_loss(
     pce = torch.where(labeled, ce_labeled, zero).sum() / labeled.sum().clamp_min(1)
     pce_u = torch.where(unlabeled, ce_proposal, zero).sum() / unlabeled.sum().clamp_min(1)
     with torch.no_grad():
-        features = intensity_position_features(
-            images.detach().to(logits.dtype), sigma_rgb, sigma_xy, spacing=spacing
-        )
-        crf_value, _ = gaussian_cut_terms(
+        crf_value = dense_crf_loss(
+            images.detach(),
             torch.softmax(logits.detach(), dim=1),
-            gaussian_filter_for(features, backend),
-            valid=valid.unsqueeze(1).to(logits.dtype),
+            valid,
+            sigma_rgb=sigma_rgb,
+            sigma_xy=sigma_xy,
+            spacing=spacing,
+            normalization="affinity",
+            backend="lattice" if backend == "lattice" else "exact",
         )
-    return ADMLossOutput(pce + pce_u, proposals, crf_value.mean())
+    return ADMLossOutput(pce + pce_u, proposals, crf_value)
 
 
 class DenseCRFADMLoss(nn.Module):
