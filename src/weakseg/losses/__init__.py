@@ -7,6 +7,8 @@ a regularizer of the softmax output:
 - :func:`normalized_cut_loss` / :class:`NormalizedCutLoss`: normalized cut, eq. (5).
 - :func:`kernel_cut_loss` / :class:`KernelCutLoss`: CRF + gamma * normalized cut, eq. (6).
 - :func:`grid_potts_loss` / :class:`GridPottsLoss`: Potts over a sparse neighbourhood grid.
+- :mod:`weakseg.losses.sec`: SEC's seeding, expansion and constrain-to-boundary losses for
+  image-tag supervision (:func:`sec_loss` / :class:`SECLoss`), Table 3.
 
 Example:
     >>> import torch
@@ -23,16 +25,40 @@ from weakseg.losses.grid_potts import GridPottsLoss, grid_potts_loss
 from weakseg.losses.kernel_cut import KernelCutLoss, kernel_cut_loss
 from weakseg.losses.normalized_cut import NormalizedCutLoss, normalized_cut_loss
 from weakseg.losses.partial_ce import PartialCrossEntropy, partial_cross_entropy
+from weakseg.losses.sec import (
+    ConstrainToBoundaryLoss,
+    ExpansionLoss,
+    SECLoss,
+    SECLossOutput,
+    SeedingLoss,
+    constrain_to_boundary_loss,
+    cues_from_labels,
+    expansion_loss,
+    load_cues,
+    sec_loss,
+    seeding_loss,
+)
 
 __all__ = [
+    "ConstrainToBoundaryLoss",
     "DenseCRFLoss",
+    "ExpansionLoss",
     "GridPottsLoss",
     "KernelCutLoss",
     "NormalizedCutLoss",
     "PartialCrossEntropy",
+    "SECLoss",
+    "SECLossOutput",
+    "SeedingLoss",
+    "constrain_to_boundary_loss",
+    "cues_from_labels",
     "dense_crf_loss",
+    "expansion_loss",
     "grid_potts_loss",
     "kernel_cut_loss",
+    "load_cues",
     "normalized_cut_loss",
     "partial_cross_entropy",
+    "sec_loss",
+    "seeding_loss",
 ]
