@@ -14,7 +14,7 @@ $(VENV)/.setup-stamp: pyproject.toml
 setup: $(VENV)/.setup-stamp
 
 demo: setup
-	$(VENV)/bin/weakseg bench
+	$(VENV)/bin/weakseg demo
 
 bench: setup
 	$(PY) benchmarks/filtering.py

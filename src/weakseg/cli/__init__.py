@@ -15,7 +15,15 @@ from collections.abc import Sequence
 from weakseg import __version__
 
 # Module name (inside weakseg.cli) for each command, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("bench", "scribbles", "segment", "train", "eval", "predict")
+COMMAND_MODULES: tuple[str, ...] = (
+    "demo",
+    "bench",
+    "scribbles",
+    "segment",
+    "train",
+    "eval",
+    "predict",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

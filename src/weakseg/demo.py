@@ -1,0 +1,692 @@
+"""``weakseg demo``: scribbles alone vs regularized losses vs full masks, on synthetic data.
+
+Four small U-Nets are trained on the generated synthetic data set (:mod:`weakseg.data.synthetic`)
+with the same seed, data, schedule and initialization, and differ only in their loss:
+
+1. ``pce``: partial cross-entropy on the scribbles alone (~4% of the pixels labeled);
+2. ``dense_crf``: pCE + the dense CRF loss, eq. (4) of Tang et al. (ECCV 2018);
+3. ``kernel_cut``: pCE + the kernel cut loss, eq. (6) (dense CRF + gamma * normalized cut);
+4. ``full``: cross-entropy on the full masks, the upper bound.
+
+Each is evaluated on the validation images: mIoU, and the pixel error rate within
+``band_width`` pixels of the true object boundaries (where scribble-only training errs) and
+elsewhere. :func:`run_demo` writes ``results.json``, ``results.md``, ``figure.png`` (image,
+scribbles, each model's prediction, ground truth, and the regularizers' gradients dR/dS_k at the
+pCE network's output, as Fig. 1 of the paper) and each run's ``checkpoint.pth`` (readable by
+``weakseg eval`` / ``weakseg predict``) into the output folder. Nothing is downloaded.
+
+The loop is the one of ``weakseg train`` (:func:`weakseg.engine.train.train_step`, the same
+data pipeline and poly schedule), without its per-epoch checkpoints and validation, so that
+the four runs share one progress bar and the data is generated once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from weakseg import __version__
+from weakseg.data import SYNTHETIC_CLASSES, SyntheticDataset
+from weakseg.engine.checkpoint import save_checkpoint
+from weakseg.engine.config import TrainConfig, build_regularizers
+from weakseg.engine.loaders import build_datasets, build_train_loader, build_val_loader
+from weakseg.engine.metrics import ConfusionMatrix
+from weakseg.engine.train import build_optimizer, poly_lr_lambda, train_step
+from weakseg.losses import NormalizedCutLoss
+from weakseg.models import build_model
+
+__all__ = [
+    "DEMO_RUNS",
+    "DemoRun",
+    "DemoSettings",
+    "boundary_band",
+    "demo_config",
+    "evaluate_run",
+    "figure_size",
+    "format_table",
+    "regularizer_gradients",
+    "render_figure",
+    "run_demo",
+    "train_run",
+]
+
+# The regularizers' bandwidths: colour differences of ~15 grey levels, objects of ~10-30 px.
+_AFFINITY = {"sigma_rgb": 15.0, "sigma_xy": 20.0, "normalization": "affinity"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoRun:
+    """One of the demo's trainings: a name (folder, JSON key), a label, supervision, losses."""
+
+    name: str
+    label: str
+    supervision: str
+    losses: dict[str, dict[str, Any]]
+
+
+DEMO_RUNS: tuple[DemoRun, ...] = (
+    DemoRun("pce", "pCE only", "scribbles", {}),
+    DemoRun(
+        "dense_crf", "pCE + dense CRF", "scribbles", {"dense_crf": {"weight": 1.0, **_AFFINITY}}
+    ),
+    DemoRun(
+        "kernel_cut",
+        "pCE + kernel cut",
+        "scribbles",
+        {"kernel_cut": {"weight": 1.0, "gamma": 0.1, **_AFFINITY}},
+    ),
+    DemoRun("full", "full masks", "full", {}),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSettings:
+    """Sizes and schedule of the demo (the defaults: about 3-5 minutes on 2 CPU cores).
+
+    Args:
+        epochs: passes over the training images, per run.
+        train_images, val_images: numbers of generated images.
+        image_size: side of the images, px.
+        batch_size: training batch size.
+        lr: AdamW learning rate (poly decay to 0).
+        seed: data, augmentation and initialization seed (the same for every run).
+        band_width: width in px of the boundary band of the error measure.
+        figure_examples: validation images shown in the figure.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+    """
+
+    epochs: int = 8
+    train_images: int = 200
+    val_images: int = 50
+    image_size: int = 64
+    batch_size: int = 8
+    lr: float = 2e-3
+    seed: int = 0
+    band_width: int = 2
+    figure_examples: int = 4
+    device: str = "auto"
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> DemoSettings:
+        """A shortened demo for tests: 16 images of 32 px, 1 epoch (a few seconds)."""
+        values: dict[str, Any] = {
+            "epochs": 1,
+            "train_images": 16,
+            "val_images": 4,
+            "image_size": 32,
+            "batch_size": 4,
+            "figure_examples": 2,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+def demo_config(run: DemoRun, settings: DemoSettings, output_dir: str | Path) -> TrainConfig:
+    """The :class:`TrainConfig` of ``run`` (saved as each checkpoint's ``args``): the recipe that
+    ``weakseg train`` would follow, with validation and checkpoints only at the end."""
+    return TrainConfig.from_dict(
+        {
+            "dataset": "synthetic",
+            "synthetic_train": settings.train_images,
+            "synthetic_val": settings.val_images,
+            "synthetic_size": settings.image_size,
+            "supervision": run.supervision,
+            "crop_size": settings.image_size,
+            "scale_range": [0.75, 1.5],
+            "model": "unet",
+            "losses": run.losses,
+            "optimizer": "adamw",
+            "lr": settings.lr,
+            "weight_decay": 1e-4,
+            "epochs": settings.epochs,
+            "batch_size": settings.batch_size,
+            "num_workers": 0,  # the synthetic samples are cached in this process
+            "device": settings.device,
+            "seed": settings.seed,
+            "output_dir": str(Path(output_dir) / run.name),
+            "val_batch_size": 16,
+            "progress": False,
+            "tensorboard": False,
+        },
+        source=f"demo run {run.name!r}",
+    )
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train_run(
+    config: TrainConfig,
+    train_set: Dataset,
+    num_classes: int,
+    on_step: Callable[[dict[str, float]], None] | None = None,
+) -> nn.Module:
+    """Train a network as ``weakseg train`` would with ``config`` (no checkpoints, no validation).
+
+    Args:
+        config: the run's settings (model, losses, optimizer, epochs, seed...).
+        train_set: the training samples (built by :func:`build_datasets` for ``config``).
+        num_classes: K.
+        on_step: called after every optimizer step with the step's loss terms.
+
+    Returns:
+        The trained model, in eval mode.
+    """
+    device = _device(config.device)
+    in_channels = int(train_set[0]["image"].shape[0])  # augments a sample: draws random numbers
+    torch.manual_seed(config.seed)  # the same initialization for every run
+    model = build_model(config.model, num_classes, in_channels=in_channels).to(device)
+    regularizers = build_regularizers(config.losses)
+    loader, sampler, seeded = build_train_loader(train_set, config)
+    total = config.epochs * len(loader)
+    optimizer = build_optimizer(model, config)
+    lr_scheduler = LambdaLR(optimizer, poly_lr_lambda(total, config.lr_power))
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
+    model.train()
+    for epoch in range(config.epochs):
+        sampler.set_epoch(epoch)
+        seeded.set_epoch(epoch)
+        for batch in loader:
+            terms = train_step(model, [batch], regularizers, optimizer, scaler, config, device)
+            lr_scheduler.step()
+            if on_step is not None:
+                on_step(terms)
+    return model.eval()
+
+
+def boundary_band(mask: np.ndarray, width: int) -> np.ndarray:
+    """Bool ``[H, W]``: the pixels within ``width`` px (8-connected steps) of a label change of
+    ``mask [H, W]`` (both sides of every boundary; ``width=0``: the boundary pixels only)."""
+    edges = np.zeros(mask.shape, bool)
+    vertical = mask[:-1] != mask[1:]
+    horizontal = mask[:, :-1] != mask[:, 1:]
+    edges[:-1] |= vertical
+    edges[1:] |= vertical
+    edges[:, :-1] |= horizontal
+    edges[:, 1:] |= horizontal
+    if width < 1 or not edges.any():
+        return edges
+    return ndimage.binary_dilation(edges, iterations=width)
+
+
+@torch.no_grad()
+def evaluate_run(
+    model: nn.Module,
+    val_set: Dataset,
+    class_names: Sequence[str],
+    band_width: int = 2,
+    batch_size: int = 16,
+) -> tuple[dict[str, Any], Tensor]:
+    """mIoU, per-class IoU and the error rates near and away from the true boundaries.
+
+    Args:
+        model: the network (eval mode).
+        val_set: samples with ``image`` and ``mask`` (all of the same size).
+        class_names: names of the K classes.
+        band_width: boundary band width in px (see :func:`boundary_band`).
+        batch_size: evaluation batch size.
+
+    Returns:
+        The metrics (``miou``, ``iou``, ``pixel_accuracy``, ``boundary_error``: error rate in the
+        band, ``elsewhere_error``: error rate outside it, ``band_share``: fraction of the pixels
+        in the band) and the predictions Tensor[N, H, W] (int64, CPU).
+    """
+    device = next(model.parameters()).device
+    confusion = ConfusionMatrix(len(class_names))
+    counts = np.zeros((2, 2))  # [in band, elsewhere] x [errors, pixels]
+    predictions = []
+    for batch in build_val_loader(val_set, batch_size, 0):
+        prediction = model(batch["image"].to(device)).argmax(dim=1).cpu()
+        confusion.update(prediction, batch["mask"])
+        for pred, mask in zip(prediction.numpy(), batch["mask"].numpy(), strict=True):
+            band = boundary_band(mask, band_width)
+            wrong = pred != mask
+            counts[0] += wrong[band].sum(), band.sum()
+            counts[1] += wrong[~band].sum(), (~band).sum()
+        predictions.append(prediction)
+    summary = confusion.summary(class_names)
+    rates = counts[:, 0] / np.maximum(counts[:, 1], 1)
+    metrics = {
+        "miou": summary["miou"],
+        "iou": summary["iou"],
+        "pixel_accuracy": summary["pixel_accuracy"],
+        "boundary_error": float(rates[0]),
+        "elsewhere_error": float(rates[1]),
+        "band_share": float(counts[0, 1] / max(counts[:, 1].sum(), 1)),
+    }
+    return metrics, torch.cat(predictions)
+
+
+def regularizer_gradients(
+    regularizers: dict[str, nn.Module], image_raw: Tensor, probs: Tensor
+) -> dict[str, Tensor]:
+    """The gradient dR/dS of each regularizer at the soft segmentation ``probs``.
+
+    Args:
+        regularizers: name -> loss module (e.g. :class:`weakseg.losses.DenseCRFLoss`).
+        image_raw: Tensor[1, C, H, W] in 0-255.
+        probs: Tensor[1, K, H, W] softmax probabilities.
+
+    Returns:
+        name -> Tensor[K, H, W]: negative where the regularizer asks for more of class k.
+    """
+    gradients = {}
+    for name, regularizer in regularizers.items():
+        segmentation = probs.detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(regularizer(image_raw, segmentation), segmentation)
+        gradients[name] = grad[0]
+    return gradients
+
+
+def format_table(results: Sequence[dict[str, Any]], band_width: int = 2) -> str:
+    """The plain-text results table: one line per run."""
+    lines = [
+        f"{'run':<18} {'val mIoU':>8} {f'error <= {band_width} px of boundary':>27} "
+        f"{'error elsewhere':>15} {'train s':>8}"
+    ]
+    for result in results:
+        lines.append(
+            f"{result['label']:<18} {_fmt(result['miou']):>8} "
+            f"{_fmt(result['boundary_error']):>27} {_fmt(result['elsewhere_error']):>15} "
+            f"{result['train_seconds']:>8.0f}"
+        )
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _markdown(
+    results: Sequence[dict[str, Any]], settings: DemoSettings, command: str, wall: float
+) -> str:
+    width = settings.band_width
+    lines = [
+        "# weakseg demo",
+        "",
+        f"`{command}` (weakseg {__version__}): U-Net trained {settings.epochs} epochs on "
+        f"{settings.train_images} generated {settings.image_size}x{settings.image_size} images, "
+        f"evaluated on {settings.val_images} others; seed {settings.seed}; "
+        f"{torch.get_num_threads()} threads; {wall:.0f} s in all.",
+        "",
+        f"| run | val mIoU | error rate within {width} px of a boundary | error rate elsewhere "
+        "| losses |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for result in results:
+        losses = ", ".join(
+            f"{name} {json.dumps(params, separators=(', ', ': '))}"
+            for name, params in result["losses"].items()
+        )
+        lines.append(
+            f"| {result['label']} | {_fmt(result['miou'])} | {_fmt(result['boundary_error'])} "
+            f"| {_fmt(result['elsewhere_error'])} | {losses or '-'} |"
+        )
+    lines += ["", "![figure](figure.png)", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The figure (PIL only)
+
+PANEL = 128  # px per image panel
+_GAP = 4
+_MARGIN = 8
+_ROW_LABEL = 76  # left column with the row's description
+_TITLE = 36
+_HEADER = 32  # column titles (two lines)
+_LEGEND = 58
+_BACKGROUND = (255, 255, 255)
+_TEXT = (0, 0, 0)
+# class colours close to the objects' own (stripes warm, dots green, speckle blue)
+_CLASS_COLOURS = np.array(
+    [[0, 0, 0], [245, 130, 40], [50, 200, 80], [60, 110, 245]] + [[200, 200, 200]] * 252,
+    dtype=np.uint8,
+)
+_NEGATIVE = np.array([230.0, 20.0, 20.0])  # dR/dS_k < 0: raise S_k (the paper's red)
+_POSITIVE = np.array([255.0, 225.0, 0.0])  # dR/dS_k > 0: lower S_k (the paper's yellow)
+_GRADIENT_COLUMNS = 3  # dense CRF, normalized cut, kernel cut
+_FIGURE_COLUMNS = 3 + len(DEMO_RUNS) + _GRADIENT_COLUMNS  # image, scribbles, runs, truth, dR/dS
+
+
+def figure_size(num_examples: int, num_columns: int = _FIGURE_COLUMNS) -> tuple[int, int]:
+    """``(width, height)`` in px of the figure with ``num_examples`` rows."""
+    width = 2 * _MARGIN + _ROW_LABEL + num_columns * PANEL + (num_columns - 1) * _GAP
+    height = 2 * _MARGIN + _TITLE + _HEADER + num_examples * (PANEL + _GAP) + _LEGEND
+    return width, height
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ValueError, OSError):  # Pillow < 10.1 or without FreeType: bitmap font
+        return ImageFont.load_default()
+
+
+def _panel(rgb: np.ndarray) -> Image.Image:
+    """uint8 ``[H, W, 3]`` -> a PANEL x PANEL image (nearest: every pixel stays visible)."""
+    return Image.fromarray(rgb).resize((PANEL, PANEL), Image.Resampling.NEAREST)
+
+
+def _label_rgb(label: np.ndarray, outline: np.ndarray | None = None) -> np.ndarray:
+    """Class colours of ``label [H, W]``, with ``outline`` pixels (bool) in white."""
+    rgb = _CLASS_COLOURS[label].copy()
+    if outline is not None:
+        rgb[outline] = 255
+    return rgb
+
+
+def _scribble_rgb(image: np.ndarray, scribbles: np.ndarray) -> np.ndarray:
+    """The image faded towards white, the scribbles drawn over it in their class colours."""
+    faded = (0.35 * image.astype(np.float32) + 0.65 * 255).astype(np.uint8)
+    labeled = scribbles != 255
+    faded[labeled] = _CLASS_COLOURS[scribbles[labeled]]
+    return faded
+
+
+def _gradient_rgb(gradient: np.ndarray) -> np.ndarray:
+    """A signed map ``[H, W]`` on black: negative in red, positive in yellow, brightness
+    ``|g|`` relative to its 99th percentile (so one extreme pixel does not blank the rest)."""
+    scale = float(np.percentile(np.abs(gradient), 99)) or 1.0
+    magnitude = np.clip(np.abs(gradient) / scale, 0, 1)[..., None]
+    colour = np.where((gradient < 0)[..., None], _NEGATIVE, _POSITIVE)
+    return np.rint(magnitude * colour).astype(np.uint8)
+
+
+def render_figure(
+    examples: Sequence[dict[str, Any]],
+    prediction_titles: Sequence[str],
+    gradient_titles: Sequence[str],
+    title: str,
+    class_names: Sequence[str],
+) -> Image.Image:
+    """Draw the demo figure: one row per example, one column per panel, a legend below.
+
+    Args:
+        examples: one dict per row: ``index`` (the validation image's), ``image`` uint8
+            [H, W, 3], ``scribbles`` [H, W] (255 = unlabeled), ``mask`` [H, W], ``predictions``
+            (one [H, W] per entry of ``prediction_titles``), ``gradients`` (one [H, W] map
+            dR/dS_k per entry of ``gradient_titles``) and ``k`` (the class of the gradients).
+        prediction_titles: column titles of the predictions (e.g. ``"pCE only\\nmIoU 0.81"``).
+        gradient_titles: column titles of the gradient maps.
+        title: the line(s) at the top.
+        class_names: names of the classes (legend).
+
+    Returns:
+        An RGB image of :func:`figure_size` ``(len(examples), num_columns)``, with
+        ``num_columns = 3 + len(prediction_titles) + len(gradient_titles)``.
+    """
+    titles = [
+        "image",
+        "scribbles",
+        *prediction_titles,
+        "ground truth",
+        *(f"dR/dS_k: {text}" for text in gradient_titles),
+    ]
+    figure = Image.new("RGB", figure_size(len(examples), len(titles)), _BACKGROUND)
+    draw = ImageDraw.Draw(figure)
+    font, small = _font(13), _font(11)
+    draw.multiline_text((_MARGIN, _MARGIN), title, fill=_TEXT, font=font, spacing=3)
+    top = _MARGIN + _TITLE
+
+    def x_of(column: int) -> int:
+        return _MARGIN + _ROW_LABEL + column * (PANEL + _GAP)
+
+    for column, text in enumerate(titles):
+        draw.multiline_text((x_of(column), top), text, fill=_TEXT, font=small, spacing=2)
+    top += _HEADER
+    for row, example in enumerate(examples):
+        y = top + row * (PANEL + _GAP)
+        draw.multiline_text(
+            (_MARGIN, y + PANEL // 2 - 14),
+            f"val image {example['index']}\nk = {class_names[example['k']]}",
+            fill=_TEXT,
+            font=small,
+            spacing=2,
+        )
+        outline = boundary_band(example["mask"], 0)
+        panels = [
+            example["image"],
+            _scribble_rgb(example["image"], example["scribbles"]),
+            *(_label_rgb(p, outline) for p in example["predictions"]),
+            _label_rgb(example["mask"]),
+            *(_gradient_rgb(g) for g in example["gradients"]),
+        ]
+        for column, panel in enumerate(panels):
+            figure.paste(_panel(panel), (x_of(column), y))
+    _draw_legend(draw, top + len(examples) * (PANEL + _GAP) + _GAP, class_names, small)
+    return figure
+
+
+def _draw_legend(
+    draw: ImageDraw.ImageDraw,
+    y: int,
+    class_names: Sequence[str],
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+) -> None:
+    x = _MARGIN
+    draw.text((x, y), "classes:", fill=_TEXT, font=font)
+    x += 60
+    for k, name in enumerate(class_names):
+        colour = tuple(int(c) for c in _CLASS_COLOURS[k])
+        draw.rectangle((x, y + 1, x + 11, y + 12), fill=colour, outline=(120, 120, 120))
+        draw.text((x + 16, y), name, fill=_TEXT, font=font)
+        x += 24 + int(draw.textlength(name, font=font))
+    draw.text(
+        (x + 12, y),
+        "white line on predictions: the true boundaries",
+        fill=_TEXT,
+        font=font,
+    )
+    y += 20
+    x = _MARGIN
+    draw.text((x, y), "dR/dS_k:", fill=_TEXT, font=font)
+    x += 60
+    for colour, text in (
+        (_NEGATIVE, "dR/dS_k < 0: the regularizer pushes the network towards class k here"),
+        (_POSITIVE, "dR/dS_k > 0: it pushes away from class k"),
+    ):
+        draw.rectangle(
+            (x, y + 1, x + 11, y + 12), fill=tuple(int(c) for c in colour), outline=(120, 120, 120)
+        )
+        draw.text((x + 16, y), text, fill=_TEXT, font=font)
+        x += 36 + int(draw.textlength(text, font=font))
+    draw.text(
+        (_MARGIN + 60, y + 18),
+        "the gradient of each regularizer R at the pCE-only network's output S, for the row's "
+        "largest object class k (as Fig. 1 of Tang et al.). Black: no push; brightness: |dR/dS_k|.",
+        fill=_TEXT,
+        font=font,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def run_demo(
+    output_dir: str | Path = "runs/demo",
+    settings: DemoSettings | None = None,
+    *,
+    progress: bool = True,
+    command: str = "weakseg demo",
+) -> dict[str, Any]:
+    """Train and evaluate the demo's runs; write the results, checkpoints and figure.
+
+    Args:
+        output_dir: folder for ``results.json``, ``results.md``, ``figure.png`` and
+            ``<run>/checkpoint.pth`` (created).
+        settings: sizes and schedule (default :class:`DemoSettings`).
+        progress: show one progress bar over all the runs' steps (stderr).
+        command: the command line recorded in ``results.md``.
+
+    Returns:
+        The content of ``results.json``: ``settings``, ``runs`` (one dict of metrics per run),
+        ``wall_seconds``, ``figure``.
+    """
+    settings = settings or DemoSettings()
+    runs = DEMO_RUNS
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    configs = {run.name: demo_config(run, settings, output_dir) for run in runs}
+    datasets: dict[str, tuple[Dataset, Dataset, list[str]]] = {}
+    for run in runs:  # one data set per kind of supervision: generated once, shared
+        if run.supervision not in datasets:
+            train_set, val_set, names, _ = build_datasets(configs[run.name])
+            datasets[run.supervision] = (train_set, val_set, names)
+    _, val_set, class_names = datasets[runs[0].supervision]
+    steps = {
+        name: config.epochs * (len(datasets[run.supervision][0]) // config.batch_size)
+        for run, (name, config) in zip(runs, configs.items(), strict=True)
+    }
+    bar = tqdm(total=sum(steps.values()), disable=not progress, unit="step", dynamic_ncols=True)
+
+    def on_step(terms: dict[str, float]) -> None:
+        bar.update(1)
+        bar.set_postfix_str(" ".join(f"{k}={v:.3f}" for k, v in terms.items()), refresh=False)
+
+    results: list[dict[str, Any]] = []
+    models: dict[str, nn.Module] = {}
+    predictions: dict[str, Tensor] = {}
+    for number, run in enumerate(runs, start=1):
+        config = configs[run.name]
+        bar.set_description(f"[{number}/{len(runs)}] {run.label}")
+        bar.set_postfix_str("")
+        run_start = time.perf_counter()
+        train_set = datasets[run.supervision][0]
+        model = train_run(config, train_set, len(class_names), on_step)
+        seconds = time.perf_counter() - run_start
+        metrics, predictions[run.name] = evaluate_run(
+            model, val_set, class_names, settings.band_width, config.val_batch_size
+        )
+        models[run.name] = model
+        results.append(
+            {
+                "name": run.name,
+                "label": run.label,
+                "supervision": run.supervision,
+                "losses": run.losses,
+                "train_seconds": seconds,
+                **metrics,
+            }
+        )
+        save_checkpoint(
+            {
+                "model": model.state_dict(),
+                "epoch": config.epochs - 1,
+                "iteration": steps[run.name],
+                "args": config.to_dict(),
+                "model_config": {
+                    "name": config.model,
+                    "num_classes": len(class_names),
+                    "in_channels": 3,
+                    "output_stride": None,
+                },
+                "class_names": class_names,
+                "version": __version__,
+            },
+            output_dir / run.name / "checkpoint.pth",
+        )
+    bar.close()
+
+    figure_path = output_dir / "figure.png"
+    examples = _figure_examples(settings, val_set, runs, models, predictions)
+    prediction_titles = [f"{r['label']}\nmIoU {_fmt(r['miou'])}" for r in results]
+    render_figure(
+        examples,
+        prediction_titles,
+        list(_gradient_regularizers()),
+        _figure_title(settings),
+        class_names,
+    ).save(figure_path)
+    wall = time.perf_counter() - start
+    report = {
+        "settings": dataclasses.asdict(settings),
+        "runs": results,
+        "wall_seconds": wall,
+        "threads": torch.get_num_threads(),
+        "figure": figure_path.name,
+        "version": __version__,
+    }
+    (output_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    (output_dir / "results.md").write_text(_markdown(results, settings, command, wall))
+    return report
+
+
+def _figure_title(settings: DemoSettings) -> str:
+    epochs = f"{settings.epochs} epoch{'s' if settings.epochs != 1 else ''}"
+    return (
+        f"weakseg demo: 4 U-Nets trained {epochs} on {settings.train_images} synthetic images "
+        "with the same data, seed and schedule; only the loss differs. mIoU: on all "
+        f"{settings.val_images} validation images.\n"
+        "Below: the first validation images (not seen in training). Their simulated scribbles "
+        "show what the training labels look like: ~4% of the pixels."
+    )
+
+
+def _gradient_regularizers() -> dict[str, nn.Module]:
+    """Column title -> regularizer of the figure's gradient maps: the demo's dense CRF and kernel
+    cut losses, and the normalized cut term of kernel cut on its own (as the paper's Fig. 1)."""
+    crf = build_regularizers(DEMO_RUNS[1].losses)["dense_crf"]
+    kernel_cut = build_regularizers(DEMO_RUNS[2].losses)["kernel_cut"]
+    normalized_cut = NormalizedCutLoss(sigma_rgb=kernel_cut.sigma_rgb, sigma_xy=kernel_cut.sigma_xy)
+    return {
+        "dense CRF": crf,
+        "normalized cut": normalized_cut,
+        f"kernel cut\n(CRF + {kernel_cut.gamma:g} NC)": kernel_cut,
+    }
+
+
+def _figure_examples(
+    settings: DemoSettings,
+    val_set: Dataset,
+    runs: Sequence[DemoRun],
+    models: dict[str, nn.Module],
+    predictions: dict[str, Tensor],
+) -> list[dict[str, Any]]:
+    """The first ``figure_examples`` validation images with their predictions and the gradients
+    dR/dS_k of :func:`_gradient_regularizers` at the pCE network's output (k: the largest
+    object class of the image)."""
+    regularizers = _gradient_regularizers()
+    generator = SyntheticDataset(
+        settings.val_images, settings.image_size, seed=settings.seed * 2 + 1
+    )  # the validation set's seed rule of weakseg.engine.loaders
+    pce = models["pce"]
+    device = next(pce.parameters()).device
+    examples = []
+    for index in range(min(settings.figure_examples, len(val_set))):
+        image, mask, scribbles = generator.generate(index)
+        sample = val_set[index]
+        with torch.no_grad():
+            probs = pce(sample["image"][None].to(device)).softmax(dim=1)
+        gradients = regularizer_gradients(regularizers, sample["image_raw"][None].to(device), probs)
+        counts = np.bincount(mask.ravel(), minlength=len(SYNTHETIC_CLASSES))
+        k = int(counts[1:].argmax()) + 1 if counts[1:].any() else 0
+        examples.append(
+            {
+                "index": index,
+                "image": image,
+                "scribbles": scribbles,
+                "mask": mask,
+                "predictions": [predictions[run.name][index].numpy() for run in runs],
+                "gradients": [g[k].cpu().numpy() for g in gradients.values()],
+                "k": k,
+            }
+        )
+    return examples

@@ -1,0 +1,77 @@
+"""``weakseg demo --quick`` end to end (tiny data, 1 epoch: checks the pipeline, not the numbers),
+and the boundary band of the demo's error measure against hand-made masks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from weakseg.cli import main
+from weakseg.demo import DEMO_RUNS, DemoSettings, boundary_band, figure_size
+from weakseg.engine.predict import load_trained_model
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # 2 shared CI cores: oversubscribed threads make convolutions 10x slower
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_quick_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    header = next(line for line in printed.splitlines() if line.startswith("run "))
+    assert "val mIoU" in header and "boundary" in header
+    for run in DEMO_RUNS:
+        line = next(line for line in printed.splitlines() if line.startswith(run.label))
+        assert 0.0 <= float(line.split()[-4]) <= 1.0  # the mIoU column
+
+    figure = out / "figure.png"
+    assert figure.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(figure) as image:
+        image.verify()
+    with Image.open(figure) as image:
+        assert image.mode == "RGB"
+        assert image.size == figure_size(DemoSettings.quick().figure_examples)
+        assert len(image.getcolors(2**16) or range(2**16)) > 20  # drawn, not blank
+
+    report = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in report["runs"]] == [run.name for run in DEMO_RUNS]
+    for result in report["runs"]:
+        assert 0.0 <= result["miou"] <= 1.0
+        assert 0.0 <= result["boundary_error"] <= 1.0
+        assert 0.0 <= result["elsewhere_error"] <= 1.0
+    assert report["settings"]["epochs"] == 1
+    markdown = (out / "results.md").read_text()
+    assert "| pCE + dense CRF |" in markdown and "weakseg demo" in markdown
+
+    # each run's checkpoint is one that `weakseg eval` / `predict` read
+    model, checkpoint = load_trained_model(out / "dense_crf" / "checkpoint.pth")
+    assert checkpoint["args"]["losses"] == {"dense_crf": DEMO_RUNS[1].losses["dense_crf"]}
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 4, 32, 32)
+
+
+def test_demo_rejects_bad_epochs(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="--epochs must be >= 1, got 0"):
+        main(["demo", "--quick", "--epochs", "0", "--out", str(tmp_path)])
+
+
+def test_boundary_band() -> None:
+    mask = np.zeros((9, 9), dtype=np.uint8)
+    mask[:, 5:] = 1  # one vertical boundary between columns 4 and 5
+    edges = boundary_band(mask, 0)
+    assert edges[:, 4:6].all() and edges.sum() == 18
+    band = boundary_band(mask, 2)
+    assert band[:, 2:8].all() and band.sum() == 9 * 6
+    assert not boundary_band(np.zeros((5, 5), dtype=np.uint8), 2).any()
