@@ -13,22 +13,10 @@ import argparse
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from weakseg.data import SyntheticDataset
+from weakseg.engine.metrics import boundary_band
 from weakseg.models import build_model
-
-
-def boundary_band(mask: np.ndarray, width: int) -> np.ndarray:
-    """Pixels within ``width`` of a label change of ``mask [H, W]``."""
-    edges = np.zeros(mask.shape, bool)
-    vertical = mask[:-1] != mask[1:]
-    horizontal = mask[:, :-1] != mask[:, 1:]
-    edges[:-1] |= vertical
-    edges[1:] |= vertical
-    edges[:, :-1] |= horizontal
-    edges[:, 1:] |= horizontal
-    return ndimage.binary_dilation(edges, iterations=width)
 
 
 def main() -> None:

@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from scipy import ndimage
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import Dataset
@@ -43,7 +42,7 @@ from weakseg.data import SYNTHETIC_CLASSES, SyntheticDataset
 from weakseg.engine.checkpoint import save_checkpoint
 from weakseg.engine.config import TrainConfig, build_regularizers
 from weakseg.engine.loaders import build_datasets, build_train_loader, build_val_loader
-from weakseg.engine.metrics import ConfusionMatrix
+from weakseg.engine.metrics import ConfusionMatrix, boundary_band
 from weakseg.engine.train import build_optimizer, poly_lr_lambda, train_step
 from weakseg.losses import NormalizedCutLoss
 from weakseg.models import build_model
@@ -52,7 +51,6 @@ __all__ = [
     "DEMO_RUNS",
     "DemoRun",
     "DemoSettings",
-    "boundary_band",
     "demo_config",
     "evaluate_run",
     "figure_size",
@@ -208,21 +206,6 @@ def train_run(
             if on_step is not None:
                 on_step(terms)
     return model.eval()
-
-
-def boundary_band(mask: np.ndarray, width: int) -> np.ndarray:
-    """Bool ``[H, W]``: the pixels within ``width`` px (8-connected steps) of a label change of
-    ``mask [H, W]`` (both sides of every boundary; ``width=0``: the boundary pixels only)."""
-    edges = np.zeros(mask.shape, bool)
-    vertical = mask[:-1] != mask[1:]
-    horizontal = mask[:, :-1] != mask[:, 1:]
-    edges[:-1] |= vertical
-    edges[1:] |= vertical
-    edges[:, :-1] |= horizontal
-    edges[:, 1:] |= horizontal
-    if width < 1 or not edges.any():
-        return edges
-    return ndimage.binary_dilation(edges, iterations=width)
 
 
 @torch.no_grad()

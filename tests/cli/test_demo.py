@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from weakseg.cli import main
-from weakseg.demo import DEMO_RUNS, DemoSettings, boundary_band, figure_size
+from weakseg.demo import DEMO_RUNS, DemoSettings, figure_size
 from weakseg.engine.predict import load_trained_model
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -65,13 +64,3 @@ def test_quick_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_demo_rejects_bad_epochs(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="--epochs must be >= 1, got 0"):
         main(["demo", "--quick", "--epochs", "0", "--out", str(tmp_path)])
-
-
-def test_boundary_band() -> None:
-    mask = np.zeros((9, 9), dtype=np.uint8)
-    mask[:, 5:] = 1  # one vertical boundary between columns 4 and 5
-    edges = boundary_band(mask, 0)
-    assert edges[:, 4:6].all() and edges.sum() == 18
-    band = boundary_band(mask, 2)
-    assert band[:, 2:8].all() and band.sum() == 9 * 6
-    assert not boundary_band(np.zeros((5, 5), dtype=np.uint8), 2).any()

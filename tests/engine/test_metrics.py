@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from weakseg.engine.metrics import (
     ConfusionMatrix,
+    boundary_band,
     confusion_matrix,
     dice_per_class,
     iou_per_class,
@@ -63,3 +65,13 @@ def test_metric_errors() -> None:
         confusion_matrix(torch.tensor([0, 5]), torch.tensor([0, 1]), 2)
     with pytest.raises(ValueError, match="got 1 class names for a 2-class matrix"):
         summarize(torch.zeros(2, 2, dtype=torch.int64), ["only"])
+
+
+def test_boundary_band() -> None:
+    mask = np.zeros((9, 9), dtype=np.uint8)
+    mask[:, 5:] = 1  # one vertical boundary between columns 4 and 5
+    edges = boundary_band(mask, 0)
+    assert edges[:, 4:6].all() and edges.sum() == 18
+    band = boundary_band(mask, 2)
+    assert band[:, 2:8].all() and band.sum() == 9 * 6
+    assert not boundary_band(np.zeros((5, 5), dtype=np.uint8), 2).any()

@@ -11,12 +11,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
+from scipy import ndimage
 from torch import Tensor
 
 __all__ = [
     "ConfusionMatrix",
+    "boundary_band",
     "confusion_matrix",
     "dice_per_class",
     "iou_per_class",
@@ -156,3 +159,18 @@ class ConfusionMatrix:
     def summary(self, class_names: Sequence[str] | None = None) -> dict[str, object]:
         """:func:`summarize` of the accumulated matrix."""
         return summarize(self.matrix.cpu(), class_names)
+
+
+def boundary_band(mask: np.ndarray, width: int) -> np.ndarray:
+    """Bool ``[H, W]``: the pixels within ``width`` px (8-connected steps) of a label change of
+    ``mask [H, W]`` (both sides of every boundary; ``width=0``: the boundary pixels only)."""
+    edges = np.zeros(mask.shape, bool)
+    vertical = mask[:-1] != mask[1:]
+    horizontal = mask[:, :-1] != mask[:, 1:]
+    edges[:-1] |= vertical
+    edges[1:] |= vertical
+    edges[:, :-1] |= horizontal
+    edges[:, 1:] |= horizontal
+    if width < 1 or not edges.any():
+        return edges
+    return ndimage.binary_dilation(edges, iterations=width)
