@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import statistics
 import time
 from collections.abc import Callable
 
-# As `import weakseg` does when it comes first: PyTorch's idle OpenMP threads must not spin
-# against the numba lattice backend's threads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# isort: off
+import weakseg  # noqa: F401  first, so that PyTorch's idle OpenMP threads wait passively
+# isort: on
 
 import torch
 from torch import Tensor

@@ -30,7 +30,8 @@ def test_defaults_and_yaml_and_overrides(tmp_path) -> None:
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_load(path: Path) -> None:
     config = load_config(path)
-    build_regularizers(config.losses)
+    modules = build_regularizers(config.losses)
+    assert set(modules) == set(config.losses)
 
 
 def test_shipped_configs_exist() -> None:
