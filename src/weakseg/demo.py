@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import Dataset
@@ -44,8 +44,27 @@ from weakseg.engine.config import TrainConfig, build_regularizers
 from weakseg.engine.loaders import build_datasets, build_train_loader, build_val_loader
 from weakseg.engine.metrics import ConfusionMatrix, boundary_band
 from weakseg.engine.train import build_optimizer, poly_lr_lambda, train_step
-from weakseg.losses import NormalizedCutLoss
 from weakseg.models import build_model
+from weakseg.viz.gradients import (
+    gradient_regularizers,
+    regularizer_gradients,
+    regularizer_title,
+)
+from weakseg.viz.render import (
+    BACKGROUND,
+    GAP,
+    MARGIN,
+    PANEL,
+    TEXT,
+    Font,
+    draw_class_legend,
+    draw_gradient_legend,
+    font,
+    gradient_rgb,
+    label_rgb,
+    panel,
+    scribble_rgb,
+)
 
 __all__ = [
     "DEMO_RUNS",
@@ -256,27 +275,6 @@ def evaluate_run(
     return metrics, torch.cat(predictions)
 
 
-def regularizer_gradients(
-    regularizers: dict[str, nn.Module], image_raw: Tensor, probs: Tensor
-) -> dict[str, Tensor]:
-    """The gradient dR/dS of each regularizer at the soft segmentation ``probs``.
-
-    Args:
-        regularizers: name -> loss module (e.g. :class:`weakseg.losses.DenseCRFLoss`).
-        image_raw: Tensor[1, C, H, W] in 0-255.
-        probs: Tensor[1, K, H, W] softmax probabilities.
-
-    Returns:
-        name -> Tensor[K, H, W]: negative where the regularizer asks for more of class k.
-    """
-    gradients = {}
-    for name, regularizer in regularizers.items():
-        segmentation = probs.detach().clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(regularizer(image_raw, segmentation), segmentation)
-        gradients[name] = grad[0]
-    return gradients
-
-
 def format_table(results: Sequence[dict[str, Any]], band_width: int = 2) -> str:
     """The plain-text results table: one line per run."""
     lines = [
@@ -328,68 +326,19 @@ def _markdown(
 # ---------------------------------------------------------------------------------------------
 # The figure (PIL only)
 
-PANEL = 128  # px per image panel
-_GAP = 4
-_MARGIN = 8
 _ROW_LABEL = 76  # left column with the row's description
 _TITLE = 36
 _HEADER = 32  # column titles (two lines)
 _LEGEND = 58
-_BACKGROUND = (255, 255, 255)
-_TEXT = (0, 0, 0)
-# class colours close to the objects' own (stripes warm, dots green, speckle blue)
-_CLASS_COLOURS = np.array(
-    [[0, 0, 0], [245, 130, 40], [50, 200, 80], [60, 110, 245]] + [[200, 200, 200]] * 252,
-    dtype=np.uint8,
-)
-_NEGATIVE = np.array([230.0, 20.0, 20.0])  # dR/dS_k < 0: raise S_k (the paper's red)
-_POSITIVE = np.array([255.0, 225.0, 0.0])  # dR/dS_k > 0: lower S_k (the paper's yellow)
 _GRADIENT_COLUMNS = 3  # dense CRF, normalized cut, kernel cut
 _FIGURE_COLUMNS = 3 + len(DEMO_RUNS) + _GRADIENT_COLUMNS  # image, scribbles, runs, truth, dR/dS
 
 
 def figure_size(num_examples: int, num_columns: int = _FIGURE_COLUMNS) -> tuple[int, int]:
     """``(width, height)`` in px of the figure with ``num_examples`` rows."""
-    width = 2 * _MARGIN + _ROW_LABEL + num_columns * PANEL + (num_columns - 1) * _GAP
-    height = 2 * _MARGIN + _TITLE + _HEADER + num_examples * (PANEL + _GAP) + _LEGEND
+    width = 2 * MARGIN + _ROW_LABEL + num_columns * PANEL + (num_columns - 1) * GAP
+    height = 2 * MARGIN + _TITLE + _HEADER + num_examples * (PANEL + GAP) + _LEGEND
     return width, height
-
-
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, ValueError, OSError):  # Pillow < 10.1 or without FreeType: bitmap font
-        return ImageFont.load_default()
-
-
-def _panel(rgb: np.ndarray) -> Image.Image:
-    """uint8 ``[H, W, 3]`` -> a PANEL x PANEL image (nearest: every pixel stays visible)."""
-    return Image.fromarray(rgb).resize((PANEL, PANEL), Image.Resampling.NEAREST)
-
-
-def _label_rgb(label: np.ndarray, outline: np.ndarray | None = None) -> np.ndarray:
-    """Class colours of ``label [H, W]``, with ``outline`` pixels (bool) in white."""
-    rgb = _CLASS_COLOURS[label].copy()
-    if outline is not None:
-        rgb[outline] = 255
-    return rgb
-
-
-def _scribble_rgb(image: np.ndarray, scribbles: np.ndarray) -> np.ndarray:
-    """The image faded towards white, the scribbles drawn over it in their class colours."""
-    faded = (0.35 * image.astype(np.float32) + 0.65 * 255).astype(np.uint8)
-    labeled = scribbles != 255
-    faded[labeled] = _CLASS_COLOURS[scribbles[labeled]]
-    return faded
-
-
-def _gradient_rgb(gradient: np.ndarray) -> np.ndarray:
-    """A signed map ``[H, W]`` on black: negative in red, positive in yellow, brightness
-    ``|g|`` relative to its 99th percentile (so one extreme pixel does not blank the rest)."""
-    scale = float(np.percentile(np.abs(gradient), 99)) or 1.0
-    magnitude = np.clip(np.abs(gradient) / scale, 0, 1)[..., None]
-    colour = np.where((gradient < 0)[..., None], _NEGATIVE, _POSITIVE)
-    return np.rint(magnitude * colour).astype(np.uint8)
 
 
 def render_figure(
@@ -422,79 +371,55 @@ def render_figure(
         "ground truth",
         *(f"dR/dS_k: {text}" for text in gradient_titles),
     ]
-    figure = Image.new("RGB", figure_size(len(examples), len(titles)), _BACKGROUND)
+    figure = Image.new("RGB", figure_size(len(examples), len(titles)), BACKGROUND)
     draw = ImageDraw.Draw(figure)
-    font, small = _font(13), _font(11)
-    draw.multiline_text((_MARGIN, _MARGIN), title, fill=_TEXT, font=font, spacing=3)
-    top = _MARGIN + _TITLE
+    large, small = font(13), font(11)
+    draw.multiline_text((MARGIN, MARGIN), title, fill=TEXT, font=large, spacing=3)
+    top = MARGIN + _TITLE
 
     def x_of(column: int) -> int:
-        return _MARGIN + _ROW_LABEL + column * (PANEL + _GAP)
+        return MARGIN + _ROW_LABEL + column * (PANEL + GAP)
 
     for column, text in enumerate(titles):
-        draw.multiline_text((x_of(column), top), text, fill=_TEXT, font=small, spacing=2)
+        draw.multiline_text((x_of(column), top), text, fill=TEXT, font=small, spacing=2)
     top += _HEADER
     for row, example in enumerate(examples):
-        y = top + row * (PANEL + _GAP)
+        y = top + row * (PANEL + GAP)
         draw.multiline_text(
-            (_MARGIN, y + PANEL // 2 - 14),
+            (MARGIN, y + PANEL // 2 - 14),
             f"val image {example['index']}\nk = {class_names[example['k']]}",
-            fill=_TEXT,
+            fill=TEXT,
             font=small,
             spacing=2,
         )
         outline = boundary_band(example["mask"], 0)
         panels = [
             example["image"],
-            _scribble_rgb(example["image"], example["scribbles"]),
-            *(_label_rgb(p, outline) for p in example["predictions"]),
-            _label_rgb(example["mask"]),
-            *(_gradient_rgb(g) for g in example["gradients"]),
+            scribble_rgb(example["image"], example["scribbles"]),
+            *(label_rgb(p, outline) for p in example["predictions"]),
+            label_rgb(example["mask"]),
+            *(gradient_rgb(g) for g in example["gradients"]),
         ]
-        for column, panel in enumerate(panels):
-            figure.paste(_panel(panel), (x_of(column), y))
-    _draw_legend(draw, top + len(examples) * (PANEL + _GAP) + _GAP, class_names, small)
+        for column, rgb in enumerate(panels):
+            figure.paste(panel(rgb), (x_of(column), y))
+    _draw_legend(draw, top + len(examples) * (PANEL + GAP) + GAP, class_names, small)
     return figure
 
 
-def _draw_legend(
-    draw: ImageDraw.ImageDraw,
-    y: int,
-    class_names: Sequence[str],
-    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
-) -> None:
-    x = _MARGIN
-    draw.text((x, y), "classes:", fill=_TEXT, font=font)
-    x += 60
-    for k, name in enumerate(class_names):
-        colour = tuple(int(c) for c in _CLASS_COLOURS[k])
-        draw.rectangle((x, y + 1, x + 11, y + 12), fill=colour, outline=(120, 120, 120))
-        draw.text((x + 16, y), name, fill=_TEXT, font=font)
-        x += 24 + int(draw.textlength(name, font=font))
+def _draw_legend(draw: ImageDraw.ImageDraw, y: int, class_names: Sequence[str], font: Font) -> None:
+    x = draw_class_legend(draw, MARGIN, y, class_names, font)
     draw.text(
         (x + 12, y),
         "white line on predictions: the true boundaries",
-        fill=_TEXT,
+        fill=TEXT,
         font=font,
     )
-    y += 20
-    x = _MARGIN
-    draw.text((x, y), "dR/dS_k:", fill=_TEXT, font=font)
-    x += 60
-    for colour, text in (
-        (_NEGATIVE, "dR/dS_k < 0: the regularizer pushes the network towards class k here"),
-        (_POSITIVE, "dR/dS_k > 0: it pushes away from class k"),
-    ):
-        draw.rectangle(
-            (x, y + 1, x + 11, y + 12), fill=tuple(int(c) for c in colour), outline=(120, 120, 120)
-        )
-        draw.text((x + 16, y), text, fill=_TEXT, font=font)
-        x += 36 + int(draw.textlength(text, font=font))
+    y = draw_gradient_legend(draw, MARGIN, y + 20, font)
     draw.text(
-        (_MARGIN + 60, y + 18),
+        (MARGIN + 60, y),
         "the gradient of each regularizer R at the pCE-only network's output S, for the row's "
         "largest object class k (as Fig. 1 of Tang et al.). Black: no push; brightness: |dR/dS_k|.",
-        fill=_TEXT,
+        fill=TEXT,
         font=font,
     )
 
@@ -626,14 +551,13 @@ def _figure_title(settings: DemoSettings) -> str:
 def _gradient_regularizers() -> dict[str, nn.Module]:
     """Column title -> regularizer of the figure's gradient maps: the demo's dense CRF and kernel
     cut losses, and the normalized cut term of kernel cut on its own (as the paper's Fig. 1)."""
-    crf = build_regularizers(DEMO_RUNS[1].losses)["dense_crf"]
-    kernel_cut = build_regularizers(DEMO_RUNS[2].losses)["kernel_cut"]
-    normalized_cut = NormalizedCutLoss(sigma_rgb=kernel_cut.sigma_rgb, sigma_xy=kernel_cut.sigma_xy)
-    return {
-        "dense CRF": crf,
-        "normalized cut": normalized_cut,
-        f"kernel cut\n(CRF + {kernel_cut.gamma:g} NC)": kernel_cut,
-    }
+    regularizers = gradient_regularizers(
+        ("dense_crf", "normalized_cut", "kernel_cut"),
+        sigma_rgb=_AFFINITY["sigma_rgb"],
+        sigma_xy=_AFFINITY["sigma_xy"],
+        gamma=DEMO_RUNS[2].losses["kernel_cut"]["gamma"],
+    )
+    return {regularizer_title(name, module): module for name, module in regularizers.items()}
 
 
 def _figure_examples(

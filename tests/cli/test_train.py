@@ -64,7 +64,10 @@ def test_train_eval_predict(tmp_path, data_root, capsys) -> None:
     config.write_text("max_iterations: 2\nlosses:\n  dense_crf: {weight: 1.0e-1, sigma_xy: 10}\n")
     assert main(["train", "--config", str(config), *_settings(data_root, run)]) == 0
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-    assert record["iteration"] == 2 and set(record["train"]) == {"pce", "dense_crf", "loss"}
+    assert record["iteration"] == 2
+    assert set(record["train"]) == {"pce", "dense_crf", "dense_crf_value", "loss"}
+    # dense_crf is weighted (1e-1), dense_crf_value is the unweighted R(S) / 1'W1
+    assert record["train"]["dense_crf"] == pytest.approx(0.1 * record["train"]["dense_crf_value"])
     checkpoint = load_checkpoint(run / "checkpoint.pth")
     assert checkpoint["iteration"] == 2 and checkpoint["model_config"]["num_classes"] == 4
 

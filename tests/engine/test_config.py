@@ -74,3 +74,36 @@ def test_config_errors(tmp_path) -> None:
     path.write_text("lr: [unclosed\n")
     with pytest.raises(ConfigError, match=r"invalid YAML in .*bad.yaml"):
         load_config(path)
+
+
+def test_proposal_modes_and_their_errors() -> None:
+    from weakseg.proposals import DenseCRFADMLoss
+
+    config = load_config(None, ["losses={densecrf_adm: {sigma_xy: '2e1', n_iter: 3}}"])
+    module = build_regularizers(config.losses)["densecrf_adm"]
+    assert isinstance(module, DenseCRFADMLoss) and module.kwargs["sigma_xy"] == 20.0
+    compat = [[0, 1], [1, 0]]
+    module = build_regularizers({"densecrf_adm": {"compat": compat}})["densecrf_adm"]
+    assert module.compat.tolist() == compat  # a YAML list becomes the K x K tensor
+    config = load_config(None, ["proposal_every=2", "proposal_crf={n_iter: 2, theta_beta: '1e1'}"])
+    assert config.proposal_crf == {"n_iter": 2, "theta_beta": 10.0}
+    assert load_config(None, ["supervision=full", "label_dir=masks"]).label_dir == "masks"
+    cases = [
+        (["losses={densecrf_adm: {}, dense_crf: {}}"], r"densecrf_adm \(ADM\) and dense_crf"),
+        (
+            ["losses={densecrf_adm: {sigma: 1}}"],
+            r"unknown parameter 'sigma' in losses.densecrf_adm",
+        ),
+        (["losses={densecrf_adm: {compat: [[0, 1], [1]]}}"], r"losses.densecrf_adm: "),
+        (["label_dir=m"], r"label_dir='m' holds full masks: set supervision: full"),
+        (["supervision=full", "label_dir=m", "proposal_every=1"], r"exclude each other"),
+        (["proposal_every=0"], r"proposal_every must be >= 1"),
+        (["proposal_every=1", "supervision=full"], r"start from scribbles"),
+        (["proposal_method=gc"], r"proposal_method must be one of crf, grabcut, got 'gc'"),
+        (["proposal_crf={n_iters: 2}"], r"unknown parameter 'n_iters' in proposal_crf.*'n_iter'"),
+        (["proposal_crf={w_bilateral: -1}"], r"proposal_crf: w_bilateral must be .* >= 0, got -1"),
+        (["proposal_crf={normalization: l1}"], r"proposal_crf: .*normalization"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, overrides)

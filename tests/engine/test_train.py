@@ -122,3 +122,24 @@ def test_semi_supervised_mix_of_labeled_and_unlabeled(tmp_path) -> None:
     assert all((train_set[i]["label"] == 255).all() for i in range(3, 5))  # regularizer only
     config.max_iterations = 1
     assert train(config)["iteration"] == 1
+
+
+def test_losses_jsonl_every_log_every_steps_appended_on_resume(tmp_path) -> None:
+    losses = "losses={grid_potts: {weight: 0.1}}"
+    record = train(_tiny(tmp_path, "epochs=1", "log_every=1", losses))  # 2 steps of 2 images
+    path = tmp_path / "run" / "losses.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [1, 2]
+    assert [line["epoch"] for line in lines] == [0, 0]
+    assert all(
+        set(line) == {"iteration", "epoch", "lr", "pce", "grid_potts", "loss"} for line in lines
+    )
+    for line in lines:
+        assert line["loss"] == pytest.approx(line["pce"] + line["grid_potts"])
+    # the epoch's record in metrics.jsonl is the mean of its steps, all logged here
+    assert record["train"]["pce"] == pytest.approx((lines[0]["pce"] + lines[1]["pce"]) / 2)
+    assert lines[0]["lr"] > lines[1]["lr"] == record["lr"]  # poly decay, after the step
+
+    train(_tiny(tmp_path, "epochs=2", "log_every=2", "resume=auto", losses))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(line["iteration"], line["epoch"]) for line in lines] == [(1, 0), (2, 0), (4, 1)]

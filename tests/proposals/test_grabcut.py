@@ -138,3 +138,37 @@ def test_write_proposals_errors(tmp_path):
         write_grabcut_proposals(tags, tmp_path / "out", progress=False)
     with pytest.raises(TypeError, match=r"dataset must be a weakseg SegmentationDataset"):
         write_grabcut_proposals([], tmp_path / "out", progress=False)
+
+
+def test_init_decides_a_region_that_no_scribble_touches():
+    # blue | green | red bands, scribbles only in blue (class 0) and red (class 1): the colour
+    # models learn green from whichever class the first guess gives it
+    rng = np.random.default_rng(0)
+    image = np.empty((3, H, W))
+    image[:, :, :21] = np.array([40.0, 60.0, 200.0])[:, None, None]
+    image[:, :, 21:43] = np.array([60.0, 200.0, 60.0])[:, None, None]
+    image[:, :, 43:] = np.array([210.0, 50.0, 40.0])[:, None, None]
+    image = np.clip(image + rng.normal(0, 10, image.shape), 0, 255)
+    scribbles = np.full((H, W), 255)
+    scribbles[10:38, 8], scribbles[10:38, 55] = 0, 1
+    columns = np.broadcast_to(np.arange(W), (H, W))
+    for green, init in [(0, (columns >= 43).astype(np.int64)), (1, (columns >= 21).astype(int))]:
+        mask = grabcut_proposal(image, scribbles, num_classes=2, init=torch.from_numpy(init))
+        assert (mask[:, :21] == 0).all() and (mask[:, 43:] == 1).all()
+        assert (mask[:, 21:43] == green).all()
+    with pytest.raises(ValueError, match=r"init must have the scribbles' shape \(48, 64\)"):
+        grabcut_proposal(image, scribbles, init=columns[:10])
+
+
+def test_write_proposals_for_the_synthetic_dataset(tmp_path):
+    from weakseg.data import SyntheticDataset
+
+    dataset = SyntheticDataset(2, 32, seed=1)
+    paths = write_grabcut_proposals(dataset, tmp_path, progress=False)
+    assert [p.name for p in paths] == ["synthetic_00000.png", "synthetic_00001.png"]
+    _, mask, scribbles = dataset.generate(0)
+    proposal = read_label(paths[0])
+    labeled = scribbles != 255
+    assert (proposal[labeled] == scribbles[labeled]).all()
+    assert (proposal == mask).mean() > 0.6  # a rough full mask, no ignore left
+    assert (proposal != 255).all()

@@ -23,6 +23,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "eval",
     "predict",
+    "viz",
+    "proposals",
+    "experiment",
 )
 
 

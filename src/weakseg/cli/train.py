@@ -6,10 +6,15 @@ The YAML file sets the defaults of every key of :class:`weakseg.engine.config.Tr
 command trains with DistributedDataParallel. SIGINT / SIGTERM write ``checkpoint.pth`` before
 exiting; ``--resume auto`` (or a path) continues exactly where it stopped.
 
+The proposal baselines of the paper's Table 2 are config keys: ``losses: {densecrf_adm: ...}``
+(DenseCRF-ADM), ``supervision: full`` + ``label_dir`` (GrabCut masks of ``weakseg proposals
+grabcut``), ``proposal_every: N`` (iterative proposals); see ``configs/synthetic_*.yaml``.
+
 Examples::
 
     weakseg train --config configs/synthetic.yaml
     weakseg train --config configs/acdc_unet_densecrf.yaml --set epochs=20
+    weakseg train --config configs/synthetic_adm.yaml
     torchrun --nproc-per-node 4 -m weakseg train \
         --config configs/voc_deeplabv3plus_resnet101_densecrf.yaml
 """

@@ -4,6 +4,8 @@
   optional ``masks/``, ``splits/<name>.txt``, ``classes.txt``), e.g. ``data/acdc-scribble``.
 - :class:`VOCDataset`: PASCAL VOC 2012 + SBD with ScribbleSup scribbles.
 - :class:`SyntheticDataset`: the embedded default for demos and tests.
+- :class:`LabelFolderDataset`: any of them with the labels read from a folder of full masks
+  (GrabCut or iterative proposals).
 - :mod:`weakseg.data.scribbles`: simulate / shorten scribbles, tags, statistics.
 - :mod:`weakseg.data.transforms`: ``torchvision.transforms.v2`` joint transforms.
 
@@ -13,6 +15,7 @@ Every dataset returns the sample dict documented in :mod:`weakseg.data.dataset`.
 from weakseg.data.dataset import SUPERVISIONS, SegmentationDataset
 from weakseg.data.folder import FolderDataset
 from weakseg.data.io import IGNORE_INDEX, DataError
+from weakseg.data.label_folder import LabelFolderDataset
 from weakseg.data.scribbles import ScribbleStats, image_tags, shorten_scribbles, simulate_scribbles
 from weakseg.data.synthetic import SYNTHETIC_CLASSES, SyntheticDataset, write_synthetic_dataset
 from weakseg.data.transforms import eval_transforms, train_transforms
@@ -26,6 +29,7 @@ __all__ = [
     "VOC_CLASSES",
     "DataError",
     "FolderDataset",
+    "LabelFolderDataset",
     "ScribbleStats",
     "SegmentationDataset",
     "SyntheticDataset",

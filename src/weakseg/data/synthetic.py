@@ -185,6 +185,11 @@ class SyntheticDataset(Dataset):
     def __len__(self) -> int:
         return self.n
 
+    def sample_id(self, index: int) -> str:
+        """The ``id`` of sample ``index`` (``synthetic_00042``; the file stem in the folder
+        format of :func:`write_synthetic_dataset`)."""
+        return f"synthetic_{index:05d}"
+
     def generate(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample ``index`` as arrays: image uint8 ``[H, W, 3]``, mask and scribbles ``[H, W]``."""
         if self._cache is not None and index in self._cache:
@@ -207,7 +212,7 @@ class SyntheticDataset(Dataset):
         )
         raw = image.transpose(2, 0, 1).astype(np.float32)  # (3, H, W)
         return to_sample(
-            f"synthetic_{index:05d}", raw, label, mask, tags, self.transform, self.mean, self.std
+            self.sample_id(index), raw, label, mask, tags, self.transform, self.mean, self.std
         )
 
     def __repr__(self) -> str:
@@ -237,7 +242,7 @@ def write_synthetic_dataset(
     ids = []
     for index in range(len(data)):
         image, mask, scribbles = data.generate(index)
-        sample_id = f"synthetic_{index:05d}"
+        sample_id = data.sample_id(index)
         Image.fromarray(image).save(root / "images" / f"{sample_id}.png")
         write_label(root / "masks" / f"{sample_id}.png", mask)
         write_label(root / "scribbles" / f"{sample_id}.png", scribbles)

@@ -14,6 +14,22 @@ wrong type and unknown loss parameters are :class:`ConfigError` naming the key.
                   normalization: rloss}
 
 The training loss is partial cross-entropy on the labeled pixels plus the sum of these terms.
+
+The training modes of Table 2 of the paper:
+
+- DenseCRF-GD (the paper's method): ``losses: {dense_crf: {...}}``.
+- DenseCRF-ADM (online proposals, Sec. 3): ``losses: {densecrf_adm: {...}}`` with the keyword
+  arguments of :class:`~weakseg.proposals.DenseCRFADMLoss` (mean-field CRF settings, and
+  ``sigma_rgb`` / ``sigma_xy`` of the reported dense CRF loss). It *replaces* partial
+  cross-entropy, which it contains (:data:`PROPOSAL_LOSSES`); it cannot be combined with
+  ``dense_crf``.
+- GrabCut (one time): ``supervision: full`` with ``label_dir: DIR``, a folder of full masks
+  ``DIR/<id>.png`` written by ``weakseg proposals grabcut``; they replace the dataset's labels.
+- ScribbleSup-style iterative proposals: ``proposal_every: N``; the first ``N`` epochs train on
+  the scribbles (pCE), then at the start of every N-th epoch the network's predictions on the
+  training images, refined with the scribbles clamped (``proposal_method: crf`` = mean field with
+  the :func:`~weakseg.crf.dense_crf_inference` arguments of ``proposal_crf``, or ``grabcut``),
+  become the full-mask labels (``output_dir/proposals/epoch_<N>/``).
 """
 
 from __future__ import annotations
@@ -27,14 +43,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from torch import nn
 
+from weakseg.crf import dense_crf_inference
 from weakseg.losses import DenseCRFLoss, GridPottsLoss, KernelCutLoss, NormalizedCutLoss
+from weakseg.proposals import DenseCRFADMLoss
 
 __all__ = [
     "DATASETS",
     "OPTIMIZERS",
+    "PROPOSAL_CRF_KEYS",
+    "PROPOSAL_LOSSES",
+    "PROPOSAL_METHODS",
     "REGULARIZERS",
     "ConfigError",
     "TrainConfig",
@@ -52,6 +74,22 @@ REGULARIZERS: dict[str, type[nn.Module]] = {
     "kernel_cut": KernelCutLoss,
     "grid_potts": GridPottsLoss,
 }
+# Losses that replace partial cross-entropy (they contain it) instead of adding to it.
+PROPOSAL_LOSSES: dict[str, type[nn.Module]] = {"densecrf_adm": DenseCRFADMLoss}
+# Iterative proposals: how the network's predictions are refined into full masks.
+PROPOSAL_METHODS: tuple[str, ...] = ("crf", "grabcut")
+# The keyword arguments of dense_crf_inference that ``proposal_crf`` may set.
+PROPOSAL_CRF_KEYS: tuple[str, ...] = (
+    "n_iter",
+    "w_bilateral",
+    "theta_alpha",
+    "theta_beta",
+    "w_gaussian",
+    "theta_gamma",
+    "normalization",
+    "backend",
+    "line_search",
+)
 
 
 class ConfigError(ValueError):
@@ -71,6 +109,7 @@ class TrainConfig:
     shorten_ratio: float = 1.0
     unlabeled_split: str | None = None  # semi-supervised: this split's images, without labels
     scribble_dir: str | None = None  # voc: ScribbleSup PNGs (default VOC2012/pascal_2012_scribble)
+    label_dir: str | None = None  # full masks DIR/<id>.png replacing the labels (supervision: full)
     channels: int | None = None  # force 1 (gray) or 3 image channels
     mean: list[float] | None = None  # 0-255; None = ImageNet
     std: list[float] | None = None
@@ -88,8 +127,12 @@ class TrainConfig:
     pretrained: str | None = None  # None | imagenet | PATH (e.g. phase-1 checkpoint)
     output_stride: int | None = None
     sync_bn: bool = False
-    # loss: partial cross-entropy + these regularizers
+    # loss: partial cross-entropy + these regularizers (densecrf_adm replaces the pCE)
     losses: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # iterative proposals (ScribbleSup-style): every N epochs, predictions -> full-mask labels
+    proposal_every: int | None = None  # epochs per round; None = off
+    proposal_method: str = "crf"  # crf (mean field, scribbles clamped) | grabcut
+    proposal_crf: dict[str, Any] = dataclasses.field(default_factory=dict)  # dense_crf_inference
     # optimization
     optimizer: str = "sgd"
     lr: float = 0.01
@@ -162,6 +205,37 @@ class TrainConfig:
             )
         self.losses = normalize_losses(self.losses, source)
         build_regularizers(self.losses, source)
+        if "densecrf_adm" in self.losses and "dense_crf" in self.losses:
+            raise ConfigError(
+                f"losses: densecrf_adm (ADM) and dense_crf (gradient descent) optimize the same "
+                f"dense CRF loss; use one of them ({source})"
+            )
+        self._validate_proposals(source)
+
+    def _validate_proposals(self, source: str) -> None:
+        if self.label_dir is not None:
+            if self.supervision != "full":
+                raise ConfigError(
+                    f"label_dir={self.label_dir!r} holds full masks: set supervision: full, got "
+                    f"supervision={self.supervision!r} ({source})"
+                )
+            if self.proposal_every is not None:
+                raise ConfigError(
+                    f"label_dir (fixed masks) and proposal_every (masks regenerated during "
+                    f"training) exclude each other; set one of them ({source})"
+                )
+        _choice("proposal_method", self.proposal_method, PROPOSAL_METHODS, source)
+        if self.proposal_every is not None:
+            if self.proposal_every < 1:
+                raise ConfigError(
+                    f"proposal_every must be >= 1 (epochs), got {self.proposal_every} ({source})"
+                )
+            if self.supervision not in ("scribbles", "clicks"):
+                raise ConfigError(
+                    f"proposal_every: iterative proposals start from scribbles; set supervision "
+                    f"to scribbles or clicks, got {self.supervision!r} ({source})"
+                )
+        self.proposal_crf = normalize_proposal_crf(self.proposal_crf, source)
 
 
 def _suggest(key: str, known: Sequence[str]) -> str:
@@ -232,21 +306,23 @@ def normalize_losses(losses: dict[str, Any], source: str = "config") -> dict[str
     """Check a ``losses`` mapping (name -> keyword arguments) and convert numbers written as
     strings (YAML 1.1 reads ``2e-9`` as one) to floats.
 
-    Raises ConfigError for an unknown regularizer or parameter, naming it.
+    Names are those of :data:`REGULARIZERS` and :data:`PROPOSAL_LOSSES`. Raises ConfigError for
+    an unknown regularizer or parameter, naming it.
     """
     if not isinstance(losses, dict):
         raise ConfigError(f"losses must be a mapping of regularizer name to parameters ({source})")
+    known_losses = {**REGULARIZERS, **PROPOSAL_LOSSES}
     normalized = {}
     for name, params in losses.items():
-        if name not in REGULARIZERS:
+        if name not in known_losses:
             raise ConfigError(
                 f"unknown regularizer {name!r} in losses ({source}); known: "
-                f"{', '.join(REGULARIZERS)}{_suggest(name, REGULARIZERS)}"
+                f"{', '.join(known_losses)}{_suggest(name, known_losses)}"
             )
         params = {} if params is None else params
         if not isinstance(params, dict):
             raise ConfigError(f"losses.{name} must be a mapping of parameters, got {params!r}")
-        cls = REGULARIZERS[name]
+        cls = known_losses[name]
         allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
         kwargs = {}
         for key, value in params.items():
@@ -255,28 +331,62 @@ def normalize_losses(losses: dict[str, Any], source: str = "config") -> dict[str
                     f"unknown parameter {key!r} in losses.{name} ({source}); known: "
                     f"{', '.join(allowed)}{_suggest(key, allowed)}"
                 )
-            if isinstance(value, str) and key not in ("normalization", "backend"):
-                try:  # YAML 1.1 reads 2e-9 as a string
-                    value = float(value)
-                except ValueError:
-                    raise ConfigError(
-                        f"losses.{name}.{key} must be a number, got {value!r} ({source})"
-                    ) from None
-            kwargs[key] = value
+            kwargs[key] = _number(f"losses.{name}.{key}", key, value, source)
         normalized[name] = kwargs
     return normalized
 
 
+def _number(where: str, key: str, value: Any, source: str) -> Any:
+    """``value``, as a float when it is a string (YAML 1.1 reads ``2e-9`` as one), except for
+    the string-valued keys."""
+    if isinstance(value, str) and key not in ("normalization", "backend"):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be a number, got {value!r} ({source})") from None
+    return value
+
+
+def normalize_proposal_crf(params: Any, source: str = "config") -> dict[str, Any]:
+    """Check ``proposal_crf`` (keyword arguments of :func:`~weakseg.crf.dense_crf_inference`
+    among :data:`PROPOSAL_CRF_KEYS`) and its values, on a tiny input.
+
+    Raises ConfigError naming an unknown key or a rejected value.
+    """
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        raise ConfigError(f"proposal_crf must be a mapping of parameters, got {params!r}")
+    kwargs = {}
+    for key, value in params.items():
+        if key not in PROPOSAL_CRF_KEYS:
+            raise ConfigError(
+                f"unknown parameter {key!r} in proposal_crf ({source}); known: "
+                f"{', '.join(PROPOSAL_CRF_KEYS)}{_suggest(key, PROPOSAL_CRF_KEYS)}"
+            )
+        value = _number(f"proposal_crf.{key}", key, value, source)
+        if key == "n_iter" and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        kwargs[key] = value
+    try:  # reject bad values now rather than at the first proposal round, epochs later
+        dense_crf_inference(torch.zeros(1, 2, 3, 3), torch.zeros(1, 1, 3, 3), **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"proposal_crf: {exc} ({source})") from None
+    return kwargs
+
+
 def build_regularizers(losses: dict[str, Any], source: str = "config") -> dict[str, nn.Module]:
-    """The regularizer modules of a ``losses`` mapping (name -> keyword arguments).
+    """The loss modules of a ``losses`` mapping (name -> keyword arguments): regularizers, and
+    :class:`~weakseg.proposals.DenseCRFADMLoss` for ``densecrf_adm``.
 
     Raises ConfigError for an unknown regularizer or parameter (naming it), and for values the
     loss module rejects.
     """
     modules = {}
     for name, kwargs in normalize_losses(losses, source).items():
-        cls = REGULARIZERS[name]
+        cls = {**REGULARIZERS, **PROPOSAL_LOSSES}[name]
         try:
+            if isinstance(kwargs.get("compat"), list):  # a K x K label cost written in YAML
+                kwargs = {**kwargs, "compat": torch.tensor(kwargs["compat"], dtype=torch.float32)}
             modules[name] = cls(**kwargs)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"losses.{name}: {exc} ({source})") from None

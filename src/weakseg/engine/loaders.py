@@ -7,6 +7,10 @@ Resuming a run exactly needs the data of every step to depend only on ``(seed, e
 - :class:`EpochSeeded` seeds Python, NumPy and torch from ``(seed, epoch, index)`` around each
   sample's augmentation (and restores the caller's generators), so a sample's crop does not
   depend on the worker that loads it nor on what came before.
+
+With ``label_dir`` (GrabCut masks) or ``proposal_every`` (iterative proposals) the training
+split is a :class:`~weakseg.data.LabelFolderDataset`, whose ``label_dir`` says where the
+labels come from (:func:`label_folder` finds it).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, Subset
 
 from weakseg.data import (
     FolderDataset,
+    LabelFolderDataset,
     SyntheticDataset,
     VOCDataset,
     eval_transforms,
@@ -33,9 +38,11 @@ from weakseg.engine.config import ConfigError, TrainConfig
 __all__ = [
     "EpochSeeded",
     "ShardedSampler",
+    "build_dataset",
     "build_datasets",
     "build_train_loader",
     "build_val_loader",
+    "label_folder",
     "pad_collate",
 ]
 
@@ -105,7 +112,11 @@ def _mean_std(config: TrainConfig) -> tuple[Sequence[float], Sequence[float]]:
     return tuple(config.mean or IMAGENET_MEAN), tuple(config.std or IMAGENET_STD)
 
 
-def _dataset(config: TrainConfig, split: str, supervision: str, transform: Any) -> Dataset:
+def build_dataset(
+    config: TrainConfig, split: str, supervision: str, transform: Any = None
+) -> Dataset:
+    """The ``split`` of ``config``'s dataset with ``supervision`` and ``transform`` (no
+    ``label_dir``: see :func:`build_datasets`)."""
     mean, std = _mean_std(config)
     if config.dataset == "synthetic":
         train = split == config.train_split
@@ -137,21 +148,32 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset | None, list[s
     """``(train, val or None, class_names, in_channels)`` of ``config``.
 
     ``train`` mixes in the ``unlabeled_split`` images (label all 255) when set; ``val`` has full
-    masks (``supervision="unlabeled"``: it needs no scribbles).
+    masks (``supervision="unlabeled"``: it needs no scribbles). With ``label_dir`` the training
+    split is a :class:`~weakseg.data.LabelFolderDataset` reading its labels there (the dataset's
+    own labels are not needed: it is read with ``supervision="unlabeled"``); with
+    ``proposal_every`` it is one with ``label_dir=None`` (the scribbles, until the training loop
+    points it at a proposal folder).
     """
     mean, _ = _mean_std(config)
     scale = tuple(config.scale_range) if config.scale_range is not None else None
     transform = train_transforms(
         config.crop_size, scale=scale, hflip=config.hflip, jitter=config.jitter, mean=mean
     )
-    train = _dataset(config, config.train_split, config.supervision, transform)
+    if config.label_dir is not None:
+        base = build_dataset(config, config.train_split, "unlabeled")
+        train = LabelFolderDataset(base, config.label_dir, transform)
+    elif config.proposal_every is not None:
+        base = build_dataset(config, config.train_split, config.supervision)
+        train = LabelFolderDataset(base, None, transform)
+    else:
+        train = build_dataset(config, config.train_split, config.supervision, transform)
     class_names = list(train.class_names)
     if config.unlabeled_split:
-        unlabeled = _dataset(config, config.unlabeled_split, "unlabeled", transform)
+        unlabeled = build_dataset(config, config.unlabeled_split, "unlabeled", transform)
         train = ConcatDataset([train, unlabeled])
     val = None
     if config.val_split:
-        val = _dataset(config, config.val_split, "unlabeled", eval_transforms(mean=mean))
+        val = build_dataset(config, config.val_split, "unlabeled", eval_transforms(mean=mean))
         if not getattr(val, "has_masks", False):
             raise ConfigError(
                 f"val_split {config.val_split!r} has no full masks to evaluate against; "
@@ -161,6 +183,14 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset | None, list[s
         raise ConfigError(f"train_split {config.train_split!r} holds no sample")
     in_channels = int(train[0]["image"].shape[0]) if config.channels is None else config.channels
     return train, val, class_names, in_channels
+
+
+def label_folder(dataset: Dataset) -> LabelFolderDataset | None:
+    """The :class:`~weakseg.data.LabelFolderDataset` of a training set of
+    :func:`build_datasets` (also inside its ``unlabeled_split`` mix), or ``None``."""
+    if isinstance(dataset, ConcatDataset):
+        dataset = dataset.datasets[0]
+    return dataset if isinstance(dataset, LabelFolderDataset) else None
 
 
 def build_train_loader(

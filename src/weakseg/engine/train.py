@@ -6,11 +6,35 @@ Loss = partial cross-entropy on the labeled pixels + the weighted regularizers o
 separately). SGD or AdamW, poly LR with linear warm-up, AMP on CUDA, gradient accumulation,
 DistributedDataParallel under ``torchrun`` (the same command runs single-process).
 
+The training modes of Table 2 of the paper (see :mod:`weakseg.engine.config`):
+
+- DenseCRF-GD, ``losses: {dense_crf: ...}``: pCE + weighted dense CRF loss by back-propagation.
+- DenseCRF-ADM, ``losses: {densecrf_adm: ...}``: per batch, mean-field proposals X with the
+  scribbles clamped; the loss pCE + CE(X, S) on the unlabeled pixels replaces pCE
+  (:class:`~weakseg.proposals.DenseCRFADMLoss`).
+- GrabCut (one time), ``supervision: full`` + ``label_dir``: full masks from a folder.
+- ScribbleSup-style iterative proposals, ``proposal_every: N``: scribbles (pCE) for the first N
+  epochs, then at the start of every N-th epoch the current network's predictions refined with
+  the scribbles clamped are written to ``output_dir/proposals/epoch_<e>/`` and become the
+  labels; a resumed run reuses the folder of its round.
+
+Logged terms (``metrics.jsonl``, TensorBoard): ``pce``; each regularizer's *weighted*
+contribution under its name (for ADM, ``densecrf_adm`` = the proposal cross-entropy); ``loss``
+= their sum; and, not part of the sum, ``dense_crf_value``: the *unweighted* dense CRF loss
+``R(S) = sum_k S_k' W (1 - S_k) / 1'W1`` of the batch (the ``"affinity"`` normalization, batch
+mean of per-image values, full resolution, the term's own ``sigma_rgb`` / ``sigma_xy``), logged
+by ``densecrf_adm`` and by ``dense_crf`` when it is the term divided by its weight (the
+"affinity" normalization at ``scale_factor`` 1, as the ADM-vs-GD recipes use), so that gradient
+descent and ADM runs can be compared on the same quantity. Other ``dense_crf`` settings do not
+log it: it would cost a full-resolution filtering per step.
+
 Files in ``output_dir``: ``checkpoint.pth`` (the latest state: every ``checkpoint_every``
 iterations, after each epoch, at the end and on SIGINT/SIGTERM), ``best.pth`` (best validation
-mIoU), ``metrics.jsonl`` (one JSON line per epoch), ``config.yaml`` and TensorBoard events when
-the ``tensorboard`` package is installed. ``resume`` continues exactly: model, optimizer, LR
-schedule position, AMP scaler, RNG states and the position inside the epoch.
+mIoU), ``metrics.jsonl`` (one JSON line per epoch), ``losses.jsonl`` (one JSON line every
+``log_every`` iterations, ``{"iteration", "epoch", "lr", <each loss term>: value}``: the main
+process's step, appended to on resume; ``weakseg viz curves`` plots it), ``config.yaml`` and
+TensorBoard events when the ``tensorboard`` package is installed. ``resume`` continues exactly:
+model, optimizer, LR schedule position, AMP scaler, RNG states and the position inside the epoch.
 """
 
 from __future__ import annotations
@@ -42,9 +66,22 @@ from weakseg import __version__
 from weakseg.engine.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from weakseg.engine.config import ConfigError, TrainConfig, build_regularizers, load_config
 from weakseg.engine.evaluate import evaluate
-from weakseg.engine.loaders import build_datasets, build_train_loader, build_val_loader
-from weakseg.losses import partial_cross_entropy
+from weakseg.engine.loaders import (
+    build_datasets,
+    build_train_loader,
+    build_val_loader,
+    label_folder,
+)
+from weakseg.losses import DenseCRFLoss, partial_cross_entropy
 from weakseg.models import build_model
+from weakseg.proposals import (
+    DenseCRFADMLoss,
+    proposal_round,
+    proposals_complete,
+    write_manifest,
+    write_network_proposals,
+)
+from weakseg.proposals.iterative import MANIFEST
 
 __all__ = [
     "TrainingInterrupted",
@@ -122,32 +159,71 @@ def poly_lr_lambda(
 def compute_loss(
     logits: Tensor, batch: dict[str, Tensor], regularizers: dict[str, nn.Module]
 ) -> tuple[Tensor, dict[str, float]]:
-    """Partial cross-entropy plus the regularizers, on logits upsampled to the input size.
+    r"""Partial cross-entropy (or DenseCRF-ADM) plus the regularizers, on logits upsampled to
+    the input size.
+
+    .. math::
+        L = \ell_{pCE}(S, Y) + \sum_r \lambda_r R_r(S)
+        \quad\text{or, with ADM,}\quad
+        L = \ell_{pCE}(S, Y) + \frac{1}{|\Omega_U|} \sum_{p \in \Omega_U} H(X_p, S_p)
+            + \sum_r \lambda_r R_r(S)
 
     Args:
         logits: Tensor[B, K, h, w] network output (any resolution).
         batch: ``label`` Tensor[B, H, W] (255 = unlabeled), ``image_raw`` Tensor[B, C, H, W]
             (0-255), ``valid_mask`` Tensor[B, H, W] bool; on the logits' device.
-        regularizers: name -> loss module (already weighted, e.g. ``DenseCRFLoss(weight=...)``).
+        regularizers: name -> loss module (already weighted, e.g. ``DenseCRFLoss(weight=...)``);
+            at most one :class:`~weakseg.proposals.DenseCRFADMLoss`, which replaces partial
+            cross-entropy (it contains it).
 
     Returns:
-        The total loss Tensor[] and every term's value (``pce``, then each regularizer's
-        weighted contribution, ``loss`` = their sum) as floats.
+        The total loss Tensor[] and every term's value as floats: ``pce``, then each
+        regularizer's weighted contribution (ADM: the proposal cross-entropy), ``loss`` = their
+        sum; with ``densecrf_adm`` or an "affinity"-normalized full-resolution ``dense_crf``,
+        also ``dense_crf_value`` (the unweighted dense CRF loss, see the module docstring),
+        which is not part of the sum.
     """
     label = batch["label"]
     logits = logits.float()
     if logits.shape[-2:] != label.shape[-2:]:
         logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
-    total = partial_cross_entropy(logits, label)
-    terms = {"pce": total.detach()}
-    if regularizers:
+    pce = partial_cross_entropy(logits, label)
+    total = pce
+    terms = {"pce": pce.detach()}
+    adm = {n: m for n, m in regularizers.items() if isinstance(m, DenseCRFADMLoss)}
+    if len(adm) > 1:
+        raise ValueError(f"at most one DenseCRF-ADM loss, got {', '.join(adm)}")
+    for name, module in adm.items():  # replaces pCE, which it contains
+        out = module(logits, batch["image_raw"], label, batch["valid_mask"])
+        total = out.loss
+        terms[name] = (out.loss - pce).detach()
+        terms["dense_crf_value"] = out.dense_crf_loss
+    others = {n: m for n, m in regularizers.items() if n not in adm}
+    if others:
         probs = logits.softmax(dim=1)  # (B, K, H, W) at full resolution
-        for name, regularizer in regularizers.items():
+        for name, regularizer in others.items():
             value = regularizer(batch["image_raw"], probs, batch["valid_mask"])
             terms[name] = value.detach()
             total = total + value
+            if isinstance(regularizer, DenseCRFLoss):
+                unweighted = _dense_crf_value(regularizer, value)
+                if unweighted is not None:
+                    terms["dense_crf_value"] = unweighted
     terms["loss"] = total.detach()
     return total, {k: float(v) for k, v in terms.items()}
+
+
+def _dense_crf_value(regularizer: DenseCRFLoss, weighted: Tensor) -> Tensor | None:
+    """The unweighted ``"affinity"``-normalized dense CRF loss at full resolution when it comes
+    for free (the training term divided by its weight, when the term is that quantity), else
+    ``None``: recomputing it would cost one more full-resolution filtering per step."""
+    if (
+        regularizer.normalization == "affinity"
+        and regularizer.scale_factor == 1.0
+        and regularizer.weight != 0.0
+    ):
+        return weighted.detach() / regularizer.weight
+    return None
 
 
 def train_step(
@@ -237,10 +313,17 @@ def train_one_epoch(
         bar.update(1)
         bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items()})
         writer = context.get("writer")
-        if writer is not None and state["iteration"] % config.log_every == 0:
-            for key, value in terms.items():
-                writer.add_scalar(f"train/{key}", value, state["iteration"])
-            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], state["iteration"])
+        if state["iteration"] % config.log_every == 0:
+            lr = optimizer.param_groups[0]["lr"]
+            if writer is not None:
+                for key, value in terms.items():
+                    writer.add_scalar(f"train/{key}", value, state["iteration"])
+                writer.add_scalar("train/lr", lr, state["iteration"])
+            if context["main"]:
+                line = {"iteration": state["iteration"], "epoch": state["epoch"], "lr": lr, **terms}
+                # opened per line: flushed and closed at once, appended to on resume
+                with open(Path(config.output_dir) / "losses.jsonl", "a") as stream:
+                    stream.write(json.dumps(line) + "\n")
         signum = context["stop"].requested(context["distributed"], device)
         if signum is not None:
             state["stopped"] = signum
@@ -257,6 +340,64 @@ def train_one_epoch(
         dist.all_reduce(values)
         means = dict(zip(keys, (values / dist.get_world_size()).tolist(), strict=True))
     return means
+
+
+def _use_proposals(
+    epoch: int,
+    position: int,
+    dataset: Any,
+    model: nn.Module,
+    config: TrainConfig,
+    device: torch.device,
+    rank: int,
+    world_size: int,
+) -> None:
+    """Iterative proposals: point the training labels of ``dataset`` (a
+    :class:`~weakseg.data.LabelFolderDataset`) at the folder of ``epoch``'s round.
+
+    The first round uses the scribbles. At the start of a later round (its first epoch, at
+    ``position`` 0) the proposals are generated from the current network, unless a complete
+    folder is already there: a run resumed at that point reuses it (it was made from the same
+    weights). Mid-round the folder must exist, since the weights it came from are gone.
+    Generation leaves the random generators as they were, so that resuming is exact.
+    """
+    start = proposal_round(epoch, config.proposal_every)
+    folder = None if start is None else Path(config.output_dir) / "proposals" / f"epoch_{start}"
+    if folder is None or dataset.label_dir == folder:
+        dataset.label_dir = folder
+        return
+    if not proposals_complete(folder):
+        if epoch != start or position != 0:
+            raise FileNotFoundError(
+                f"cannot resume exactly: the proposals of the round that started at epoch "
+                f"{start} are missing or incomplete ({folder / MANIFEST} not found); they came "
+                f"from the network of that epoch's start"
+            )
+        rng = get_rng_state()
+        write_network_proposals(
+            model,
+            dataset.dataset,
+            folder,
+            device,
+            method=config.proposal_method,
+            crf=config.proposal_crf,
+            indices=range(rank, len(dataset), world_size),
+            num_workers=config.num_workers,
+            progress=config.progress and rank == 0,
+            desc=f"proposals for epoch {start}",
+        )
+        set_rng_state(rng)
+        if world_size > 1:
+            dist.barrier()
+        if rank == 0:
+            info = {"epoch": start, "method": config.proposal_method, "images": len(dataset)}
+            if config.proposal_method == "crf":
+                info["crf"] = config.proposal_crf
+            write_manifest(folder, info)
+            print(f"epoch {start}: {len(dataset)} proposals written to {folder}", flush=True)
+        if world_size > 1:
+            dist.barrier()
+    dataset.label_dir = folder
 
 
 def _init_distributed() -> tuple[bool, int, int, int]:
@@ -357,6 +498,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     regularizers = build_regularizers(config.losses)
 
     train_set, val_set, class_names, in_channels = build_datasets(config)
+    relabeled = label_folder(train_set) if config.proposal_every is not None else None
     pin = device.type == "cuda"
     loader, sampler, seeded = build_train_loader(train_set, config, rank, world_size, pin)
     val_loader = None
@@ -471,6 +613,17 @@ def train(config: TrainConfig) -> dict[str, Any]:
             while state["iteration"] < total:
                 epoch, position = divmod(state["iteration"], steps_per_epoch)
                 state["epoch"] = epoch
+                if relabeled is not None:
+                    _use_proposals(
+                        epoch,
+                        position,
+                        relabeled,
+                        model_without_ddp,
+                        config,
+                        device,
+                        rank,
+                        world_size,
+                    )
                 sampler.set_epoch(epoch, start=position * config.accumulate * config.batch_size)
                 seeded.set_epoch(epoch)
                 steps = min(steps_per_epoch - position, total - state["iteration"])

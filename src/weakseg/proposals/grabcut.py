@@ -11,7 +11,9 @@ Per class :math:`c` the GrabCut mask is: pixels scribbled :math:`c` definite for
 (``GC_FGD``), pixels scribbled with another class definite background (``GC_BGD``), unlabeled
 pixels *probable* foreground (``GC_PR_FGD``) when their nearest scribbled pixel (Euclidean
 distance) belongs to :math:`c` and probable background (``GC_PR_BGD``) otherwise. The nearest-
-scribble initialization gives each colour model a sensible first guess of its region.
+scribble initialization gives each colour model a sensible first guess of its region. With
+``init`` (e.g. a network's prediction, for ScribbleSup-style iterative proposals) that first
+guess is ``init == c`` instead.
 
 Combining the K binary results (conflict and tie rule): a pixel that exactly one class claims
 as foreground takes that class. A pixel claimed by several classes, or by none, takes among
@@ -34,6 +36,7 @@ from tqdm import tqdm
 
 from weakseg.data.dataset import SegmentationDataset, select_label
 from weakseg.data.io import IGNORE_INDEX, write_label
+from weakseg.data.synthetic import SyntheticDataset
 
 __all__ = ["grabcut_proposal", "write_grabcut_proposals"]
 
@@ -132,6 +135,7 @@ def grabcut_proposal(
     num_classes: int | None = None,
     n_iter: int = 5,
     ignore_index: int = IGNORE_INDEX,
+    init: np.ndarray | torch.Tensor | None = None,
 ) -> np.ndarray:
     """A full label map from scribbles by one-vs-rest GrabCut (see the module docstring).
 
@@ -147,6 +151,9 @@ def grabcut_proposal(
         num_classes: if given, scribble ids must be below it.
         n_iter: GrabCut iterations (>= 1) per class.
         ignore_index: the "unlabeled" id.
+        init: optional ``[H, W]`` class ids, the first guess of each class's region (probable
+            foreground where ``init == c``) instead of the nearest scribble; scribbles still
+            decide which classes compete and stay hard constraints.
 
     Returns:
         ``uint8 np.ndarray [H, W]`` of class ids.
@@ -192,7 +199,15 @@ def grabcut_proposal(
         return np.full((height, width), classes[0], dtype=np.uint8)
 
     cv2 = _import_cv2()
-    nearest = _nearest_scribble(cv2, scribbles, classes)  # (H, W)
+    if init is None:
+        nearest = _nearest_scribble(cv2, scribbles, classes)  # (H, W)
+    else:
+        nearest = _as_numpy("init", init)
+        if nearest.shape != scribbles.shape:
+            raise ValueError(
+                f"init must have the scribbles' shape {tuple(scribbles.shape)}, got "
+                f"{tuple(nearest.shape)}"
+            )
     pixels = bgr.reshape(-1, 3).astype(np.float64)
     foreground = np.zeros((classes.size, height, width), dtype=bool)
     posterior = np.zeros((classes.size, height, width))
@@ -239,16 +254,18 @@ def write_grabcut_proposals(
 ) -> list[Path]:
     """Write a GrabCut proposal PNG ``<output_dir>/<id>.png`` for every sample of a split.
 
-    The "GrabCut (one time)" baseline of Table 2: run once, then train with full supervision
-    on the proposals, e.g. by copying the dataset folder with ``masks/`` replaced by
-    ``output_dir`` and ``supervision="full"``. Proposals are written as 8-bit palette PNGs of
-    class ids (the folder-dataset label format; 255 where an image has no scribble). The
-    dataset's own scribbles are used, after its ``supervision`` (``"clicks"``) and
-    ``shorten_ratio`` are applied; its ``transform`` is not (proposals are at full size).
+    The "GrabCut (one time)" baseline of Table 2: run once (``weakseg proposals grabcut``), then
+    train with full supervision on the proposals (``supervision: full`` and ``label_dir:
+    <output_dir>`` in the training config, see :class:`~weakseg.data.LabelFolderDataset`).
+    Proposals are written as 8-bit palette PNGs of class ids (the folder-dataset label format;
+    255 where an image has no scribble). The dataset's own scribbles are used, after its
+    ``supervision`` (``"clicks"``) and ``shorten_ratio`` are applied; its ``transform`` is not
+    (proposals are at full size).
 
     Args:
-        dataset: a :class:`~weakseg.data.FolderDataset` (or any
-            :class:`~weakseg.data.SegmentationDataset`) with ``supervision="scribbles"`` or
+        dataset: a :class:`~weakseg.data.FolderDataset`, :class:`~weakseg.data.VOCDataset` (any
+            :class:`~weakseg.data.SegmentationDataset`) or
+            :class:`~weakseg.data.SyntheticDataset` with ``supervision="scribbles"`` or
             ``"clicks"``.
         output_dir: folder to write to (created if needed).
         n_iter: GrabCut iterations per class.
@@ -263,10 +280,10 @@ def write_grabcut_proposals(
         ValueError: a dataset whose supervision has no scribbles.
         weakseg.data.DataError: a bad sample file.
     """
-    if not isinstance(dataset, SegmentationDataset):
+    if not isinstance(dataset, (SegmentationDataset, SyntheticDataset)):
         raise TypeError(
-            f"dataset must be a weakseg SegmentationDataset (e.g. FolderDataset), got "
-            f"{type(dataset).__name__}"
+            f"dataset must be a weakseg SegmentationDataset (e.g. FolderDataset) or a "
+            f"SyntheticDataset, got {type(dataset).__name__}"
         )
     if dataset.supervision not in ("scribbles", "clicks"):
         raise ValueError(
@@ -280,12 +297,17 @@ def write_grabcut_proposals(
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in tqdm(range(len(dataset)), desc="GrabCut proposals", disable=not progress):
-        sample_id = dataset.files[index].id
+        synthetic = isinstance(dataset, SyntheticDataset)
+        sample_id = dataset.sample_id(index) if synthetic else dataset.files[index].id
         path = output_dir / f"{sample_id}.png"
         paths.append(path)
         if path.exists() and not overwrite:
             continue
-        image, scribbles, mask = dataset.load(index)
+        if synthetic:
+            image, mask, scribbles = dataset.generate(index)
+            image = image.transpose(2, 0, 1)  # (3, H, W)
+        else:
+            image, scribbles, mask = dataset.load(index)
         label, _ = select_label(
             dataset.supervision,
             image.shape[-2:],

@@ -1,0 +1,85 @@
+"""``weakseg experiment RECIPE.yaml``: train and evaluate every run of a recipe, write a table.
+
+Recipes live in ``configs/experiments/`` (one per table or figure of the paper; see
+:mod:`weakseg.experiments` for the format). Each run trains into ``OUTPUT/<run>`` with
+``resume=auto``, so running the same command again skips finished runs and continues an
+interrupted one; ``OUTPUT/results.md`` gets the table and the exact commands.
+
+Examples::
+
+    weakseg experiment configs/experiments/acdc_table1.yaml --dry-run
+    weakseg experiment configs/experiments/acdc_table1.yaml --only pce dense_crf
+    weakseg experiment configs/experiments/acdc_fig5.yaml --set max_iterations=100
+    weakseg experiment configs/experiments/voc_table1.yaml --set data_root=data/VOC \
+        --launcher "torchrun --nproc-per-node 4"
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from weakseg.engine.config import ConfigError
+from weakseg.experiments import load_experiment, run_experiment
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "experiment",
+        help="run a recipe of the paper's tables (train + eval each run, write results.md)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("recipe", help="a recipe YAML, e.g. configs/experiments/acdc_table1.yaml")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="output folder (default: runs/experiments/<recipe file name>)",
+    )
+    parser.add_argument("--only", nargs="+", metavar="RUN", help="run only these runs")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to every run's 'weakseg train --set' after the recipe's settings",
+    )
+    parser.add_argument(
+        "--launcher",
+        default=None,
+        metavar="COMMAND",
+        help="start each training with this, e.g. 'torchrun --nproc-per-node 4' (runs "
+        "'COMMAND -m weakseg train ...')",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the commands without running them"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        experiment = load_experiment(args.recipe)
+        if args.only:
+            experiment = experiment.select(args.only)
+    except (ConfigError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from error
+    output = Path(args.output or Path("runs/experiments") / Path(args.recipe).stem)
+    try:
+        results = run_experiment(
+            experiment,
+            output,
+            extra_sets=args.overrides,
+            dry_run=args.dry_run,
+            launcher=shlex.split(args.launcher or ""),
+        )
+    except RuntimeError as error:
+        raise SystemExit(f"error: {error}") from error
+    if not args.dry_run:
+        print(results.read_text())
+        print(f"wrote {results}")
+    return 0

@@ -1,0 +1,334 @@
+"""The paper's tables and figures as runnable recipes: ``weakseg experiment RECIPE.yaml``.
+
+A recipe (``configs/experiments/*.yaml``, read with ``yaml.safe_load``) lists training runs that
+differ in one thing (the loss, the scribble length, the supervision), the evaluations to run on
+each trained network, and the settings every run shares::
+
+    title: "Table 1 (small scale): regularized losses on ACDC scribbles"
+    description: "..."                 # what the table reproduces and how it differs from the paper
+    defaults:                          # --set overrides applied to every run
+      data_root: ../shared/data/acdc-scribble
+      max_iterations: 600
+    evaluations:                       # one column group per entry
+      - {name: plain, label: "network"}
+      - {name: crf, label: "+ dense CRF post-processing", args: [--crf]}
+    metrics: [mean_dice, miou]         # keys of the evaluation report
+    runs:
+      - {name: pce, label: "pCE only", config: configs/acdc_unet_pce.yaml}
+      - name: normalized_cut
+        label: "pCE + normalized cut"
+        config: configs/acdc_unet_pce.yaml
+        set: {losses: {normalized_cut: {weight: 0.5, sigma_rgb: 15, sigma_xy: 40}}}
+
+For every run the runner executes ``weakseg train --config CONFIG --set ...`` into
+``OUTPUT/<run name>`` with ``resume=auto`` (a finished run is not trained again, an interrupted
+one continues from its last checkpoint), then ``weakseg eval`` of its final checkpoint once per
+evaluation (skipped when that report is newer than the checkpoint). Each step is a separate
+process, so one run's failure or interruption leaves the finished ones intact. When all runs are
+done it writes ``OUTPUT/results.md``: the table, then the exact commands that produced it. Paths in
+a recipe (``config``) are relative to the current directory, like the command line's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from weakseg import __version__
+from weakseg.engine.config import ConfigError
+
+__all__ = [
+    "Evaluation",
+    "Experiment",
+    "ExperimentRun",
+    "eval_command",
+    "format_results",
+    "load_experiment",
+    "run_experiment",
+    "train_command",
+]
+
+#: How the results table names the metrics of an evaluation report (``weakseg eval -o``).
+METRIC_LABELS: dict[str, str] = {
+    "mean_dice": "mean Dice (fg)",
+    "miou": "mIoU",
+    "pixel_accuracy": "pixel acc.",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentRun:
+    """One training of a recipe: its folder name, table label, base config and overrides."""
+
+    name: str
+    label: str
+    config: str
+    overrides: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """One evaluation of every trained network: report name, column label, ``weakseg eval`` args."""
+
+    name: str
+    label: str
+    args: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A parsed recipe; see the module docstring for the YAML layout."""
+
+    title: str
+    description: str
+    defaults: dict[str, Any]
+    evaluations: tuple[Evaluation, ...]
+    metrics: tuple[str, ...]
+    runs: tuple[ExperimentRun, ...]
+
+    def select(self, names: Sequence[str]) -> Experiment:
+        """The same recipe restricted to the runs called ``names`` (in recipe order)."""
+        known = [run.name for run in self.runs]
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ConfigError(f"unknown run(s) {unknown}; this recipe has {known}")
+        runs = tuple(run for run in self.runs if run.name in names)
+        return dataclasses.replace(self, runs=runs)
+
+
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{what} must be a mapping, got {value!r}")
+    return dict(value)
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value or any(c in value for c in "/\\ "):
+        raise ConfigError(
+            f"{what} must be a non-empty name without '/', '\\' or spaces, got {value!r}"
+        )
+    return value
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and check a recipe file.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ConfigError: a missing or malformed entry, named with the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"experiment recipe {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from error
+    data = _mapping(data, f"{path}")
+    allowed = {"title", "description", "defaults", "evaluations", "metrics", "runs"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {path}; allowed: {sorted(allowed)}")
+    raw_runs = data.get("runs")
+    if not isinstance(raw_runs, list) or not raw_runs:
+        raise ConfigError(f"{path} needs a non-empty list 'runs'")
+    runs = []
+    for index, entry in enumerate(raw_runs):
+        entry = _mapping(entry, f"runs[{index}] in {path}")
+        extra = sorted(set(entry) - {"name", "label", "config", "set"})
+        if extra:
+            raise ConfigError(f"unknown key(s) {extra} in runs[{index}] of {path}")
+        name = _name(entry.get("name"), f"runs[{index}].name in {path}")
+        if not isinstance(entry.get("config"), str):
+            raise ConfigError(f"runs[{index}] ({name}) in {path} needs a 'config' path")
+        label = str(entry.get("label", name))
+        overrides = _mapping(entry.get("set"), f"runs[{index}].set in {path}")
+        runs.append(ExperimentRun(name, label, entry["config"], overrides))
+    names = [run.name for run in runs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"run names must be unique in {path}, got {names}")
+    evaluations = []
+    for index, entry in enumerate(data.get("evaluations") or [{"name": "plain"}]):
+        entry = _mapping(entry, f"evaluations[{index}] in {path}")
+        name = _name(entry.get("name"), f"evaluations[{index}].name in {path}")
+        args = entry.get("args", [])
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise ConfigError(f"evaluations[{index}].args in {path} must be a list of strings")
+        evaluations.append(Evaluation(name, str(entry.get("label", name)), tuple(args)))
+    metrics = data.get("metrics", ["mean_dice", "miou"])
+    if not isinstance(metrics, list) or not metrics:
+        raise ConfigError(f"'metrics' in {path} must be a non-empty list, got {metrics!r}")
+    return Experiment(
+        title=str(data.get("title", path.stem)),
+        description=str(data.get("description", "")).strip(),
+        defaults=_mapping(data.get("defaults"), f"defaults in {path}"),
+        evaluations=tuple(evaluations),
+        metrics=tuple(str(m) for m in metrics),
+        runs=tuple(runs),
+    )
+
+
+def _set_argument(key: str, value: Any) -> str:
+    """``key=value`` with the value written as one-line YAML, as ``--set`` parses it."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    text = text.removesuffix("...").strip()  # a plain scalar's document end marker
+    return f"{key}={text}"
+
+
+def train_command(
+    run: ExperimentRun, experiment: Experiment, output_dir: Path, extra_sets: Sequence[str] = ()
+) -> list[str]:
+    """``weakseg train`` arguments (without the program) for ``run``.
+
+    The overrides are, in order: the recipe's ``defaults``, the run's ``set``, ``extra_sets``
+    (the runner's own ``--set key=value`` strings, passed through unchanged; a key given there
+    drops the recipe's setting of the same key), then the run's output folder and ``resume=auto``.
+    """
+    replaced = {item.split("=", 1)[0].strip() for item in extra_sets}
+    settings = {**experiment.defaults, **run.overrides}
+    command = ["train", "--config", run.config]
+    for key, value in settings.items():
+        if key not in replaced:
+            command += ["--set", _set_argument(key, value)]
+    for item in extra_sets:
+        command += ["--set", item]
+    command += ["--set", f"output_dir={output_dir / run.name}", "--set", "resume=auto"]
+    return command
+
+
+def eval_command(run: ExperimentRun, evaluation: Evaluation, output_dir: Path) -> list[str]:
+    """``weakseg eval`` arguments (without the program) for ``run``'s final checkpoint."""
+    run_dir = output_dir / run.name
+    report = run_dir / f"eval_{evaluation.name}.json"
+    return ["eval", str(run_dir / "checkpoint.pth"), *evaluation.args, "--output", str(report)]
+
+
+def _up_to_date(report: Path, checkpoint: Path) -> bool:
+    return (
+        report.is_file()
+        and checkpoint.is_file()
+        and report.stat().st_mtime >= checkpoint.stat().st_mtime
+    )
+
+
+def _shown(arguments: Sequence[str], launcher: Sequence[str] = ()) -> str:
+    program = [*launcher, "-m", "weakseg"] if launcher else ["weakseg"]
+    return shlex.join([*program, *arguments])
+
+
+def format_results(experiment: Experiment, output_dir: Path, commands: Sequence[str]) -> str:
+    """The Markdown results page: title, description, table, machine and commands.
+
+    Rows are runs, columns the metrics of each evaluation, read from the runs' reports
+    ``OUTPUT/<run>/eval_<evaluation>.json``; a missing report shows as "-".
+    """
+    header = ["run"]
+    for evaluation in experiment.evaluations:
+        for metric in experiment.metrics:
+            label = METRIC_LABELS.get(metric, metric)
+            header.append(
+                f"{label}, {evaluation.label}" if len(experiment.evaluations) > 1 else label
+            )
+    lines = [f"# {experiment.title}", ""]
+    if experiment.description:
+        lines += [experiment.description, ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for run in experiment.runs:
+        cells = [run.label]
+        for evaluation in experiment.evaluations:
+            report_path = output_dir / run.name / f"eval_{evaluation.name}.json"
+            report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+            for metric in experiment.metrics:
+                value = report.get(metric)
+                cells.append(f"{value:.3f}" if isinstance(value, (int, float)) else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    threads = torch.get_num_threads()
+    lines += [
+        "",
+        f"Run with weakseg {__version__}, PyTorch {torch.__version__}, "
+        f"Python {platform.python_version()}, {platform.machine()}, {threads} thread(s); "
+        f"written {time.strftime('%Y-%m-%d %H:%M')}.",
+        "",
+        "Commands:",
+        "",
+        "```sh",
+        *commands,
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_experiment(
+    experiment: Experiment,
+    output_dir: str | Path,
+    *,
+    extra_sets: Sequence[str] = (),
+    dry_run: bool = False,
+    launcher: Sequence[str] = (),
+    executor: Callable[[list[str], Sequence[str]], int] | None = None,
+) -> Path:
+    """Train and evaluate every run of ``experiment``; write and return ``results.md``.
+
+    Args:
+        experiment: a recipe (:func:`load_experiment`).
+        output_dir: one folder per run goes under it, then ``results.md``.
+        extra_sets: ``key=value`` strings given to every run's ``--set`` after the recipe's.
+        dry_run: only print the commands (nothing is run or written); returns the would-be path.
+        launcher: a program that starts the training processes, e.g.
+            ``["torchrun", "--nproc-per-node", "4"]``: training then runs as
+            ``torchrun --nproc-per-node 4 -m weakseg train ...`` (evaluation stays one process).
+        executor: runs one ``weakseg`` argument list (with the launcher, for training) and
+            returns its exit status; default: a subprocess, ``python -m weakseg`` with this
+            interpreter or ``LAUNCHER -m weakseg``.
+
+    Raises:
+        RuntimeError: a command failed (named, with its exit status); finished runs are kept.
+    """
+    output_dir = Path(output_dir)
+    execute = executor or _subprocess
+    commands: list[str] = []
+    for run in experiment.runs:
+        steps = [train_command(run, experiment, output_dir, extra_sets)]
+        steps += [
+            eval_command(run, evaluation, output_dir) for evaluation in experiment.evaluations
+        ]
+        checkpoint = output_dir / run.name / "checkpoint.pth"
+        for index, arguments in enumerate(steps):
+            launch = tuple(launcher) if index == 0 else ()
+            commands.append(_shown(arguments, launch))
+            if dry_run:
+                print(commands[-1])
+                continue
+            if index > 0 and _up_to_date(Path(arguments[-1]), checkpoint):
+                print(f"[{run.name}] {arguments[-1]} is up to date")
+                continue
+            print(f"[{run.name}] {commands[-1]}", flush=True)
+            status = execute(arguments, launch)
+            if status != 0:
+                raise RuntimeError(
+                    f"run {run.name!r}: '{commands[-1]}' exited with status {status}"
+                )
+    results = output_dir / "results.md"
+    if not dry_run:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        results.write_text(format_results(experiment, output_dir, commands))
+    return results
+
+
+def _subprocess(arguments: list[str], launcher: Sequence[str] = ()) -> int:
+    program = [*launcher, "-m", "weakseg"] if launcher else [sys.executable, "-m", "weakseg"]
+    return subprocess.run([*program, *arguments], check=False).returncode
