@@ -3,7 +3,7 @@
 Four small U-Nets are trained on the generated synthetic data set (:mod:`weakseg.data.synthetic`)
 with the same seed, data, schedule and initialization, and differ only in their loss:
 
-1. ``pce``: partial cross-entropy on the scribbles alone (~4% of the pixels labeled);
+1. ``pce``: partial cross-entropy on the scribbles alone (~5% of the pixels labeled);
 2. ``dense_crf``: pCE + the dense CRF loss, eq. (4) of Tang et al. (ECCV 2018);
 3. ``kernel_cut``: pCE + the kernel cut loss, eq. (6) (dense CRF + gamma * normalized cut);
 4. ``full``: cross-entropy on the full masks, the upper bound.
@@ -544,7 +544,7 @@ def _figure_title(settings: DemoSettings) -> str:
         "with the same data, seed and schedule; only the loss differs. mIoU: on all "
         f"{settings.val_images} validation images.\n"
         "Below: the first validation images (not seen in training). Their simulated scribbles "
-        "show what the training labels look like: ~4% of the pixels."
+        "show what the training labels look like: ~5% of the pixels."
     )
 
 

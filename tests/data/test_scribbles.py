@@ -49,6 +49,59 @@ def test_simulate_is_seeded_and_keeps_tensor_type() -> None:
     assert np.array_equal(t.numpy(), a.astype(np.int64))
 
 
+def _disc_mask(radius: int = 20) -> np.ndarray:
+    yy, xx = np.mgrid[0:64, 0:64]
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[(yy - 32) ** 2 + (xx - 31) ** 2 <= radius**2] = 1
+    return mask
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_simulate_round_object_gets_an_arc_across_it(seed: int) -> None:
+    """Issue 5: a disc's eroded skeleton is nearly a point; annotators draw a curve across most
+    of the object instead, and so does the simulator (an arc of radius 0.8 * 0.85 * 20 = 13.6
+    px over 60-90% of 270 degrees: at least 162 degrees, so it spans 2 * 13.6 * sin(81 deg)
+    = 26.9 px of the 40 px diameter, plus the stroke width)."""
+    mask = _disc_mask(20)
+    disc = mask == 1
+    depth = ndi.distance_transform_edt(disc)  # (H, W); 20.02 at the centre
+    stroke = simulate_scribbles(mask, seed=seed) == 1
+    coords = np.argwhere(stroke)
+    extent = np.sqrt(((coords[:, None] - coords[None]) ** 2).sum(-1)).max()
+    assert extent >= 0.65 * 40  # spans most of the diameter
+    assert len(coords) >= 1.75 * 40  # a curve, not a point or a short chord
+    assert (disc[stroke]).all() and depth[stroke].min() >= 3  # inside, off the boundary
+    assert ndi.label(stroke, structure=np.ones((3, 3)))[1] == 1  # one stroke
+
+
+def test_simulate_arc_is_seeded() -> None:
+    mask = _disc_mask(20)
+    a = simulate_scribbles(mask, seed=np.random.default_rng(7))
+    assert np.array_equal(a, simulate_scribbles(mask, seed=np.random.default_rng(7)))
+    others = [simulate_scribbles(mask, seed=s) == 1 for s in range(3)]
+    assert not np.array_equal(others[0], others[1]) and not np.array_equal(others[1], others[2])
+
+
+def test_simulate_ring_and_bar_follow_their_skeleton() -> None:
+    """Elongated objects keep the stroke along their skeleton: a ring (myocardium-like) gets
+    an arc of the ring, a bar a line along its axis, neither an arc around the deepest point."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    r = np.hypot(yy - 32, xx - 32)
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[(r >= 14) & (r <= 20)] = 1
+    for seed in range(4):
+        ring = simulate_scribbles(mask, seed=seed) == 1
+        assert (r[ring] >= 14).all() and (r[ring] <= 20).all()
+        angles = np.arctan2(yy[ring] - 32, xx[ring] - 32)  # in [-pi, pi]
+        covered = np.unique(np.floor((angles + np.pi) / (2 * np.pi) * 36)).size / 36
+        assert covered > 0.25  # a long way round the ring
+    bar = np.zeros((40, 64), dtype=np.uint8)
+    bar[15:25, 4:60] = 1
+    line = simulate_scribbles(bar, seed=0) == 1
+    rows, cols = np.nonzero(line)
+    assert np.ptp(rows) <= 3 and np.ptp(cols) >= 0.6 * (56 - 2 * 2)
+
+
 def test_simulate_errors() -> None:
     mask = _toy_mask()
     with pytest.raises(ValueError, match="width must be an integer >= 1"):
@@ -146,7 +199,8 @@ def test_stats() -> None:
 
 def test_simulated_acdc_scribbles_match_real_ones(acdc_root: Path) -> None:
     """Issue 5: simulated scribbles from ACDC masks vs the real scribbles (every 20th slice;
-    on the whole train split: real 1.04% labeled, simulated ~1.1%)."""
+    on the whole train split, ``scripts/scribble_coverage.py``: real 1.04% labeled, simulated
+    1.12%, every class's coverage within 0.92-1.16 x the real one)."""
     ids = (acdc_root / "splits" / "train.txt").read_text().split()[::20]
     real, simulated = ScribbleStats(4), ScribbleStats(4)
     for seed, sample_id in enumerate(ids):
@@ -159,5 +213,5 @@ def test_simulated_acdc_scribbles_match_real_ones(acdc_root: Path) -> None:
     assert 0.7 < s["labeled_fraction"] / r["labeled_fraction"] < 1.4
     for name in r["per_class"]:
         ratio = s["per_class"][name]["coverage"] / r["per_class"][name]["coverage"]
-        assert 0.5 < ratio < 2.0, (name, ratio)
+        assert 0.7 < ratio < 1.4, (name, ratio)  # 0.87-1.15 on these 65 slices
     assert s["disagreement_with_masks"] == 0.0

@@ -36,6 +36,11 @@ LabelMap = TypeVar("LabelMap", np.ndarray, Tensor)
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
+# The arc drawn in round objects, calibrated on the left ventricle of the ACDC train masks against
+# the real scribbles: radius as a fraction of the eroded object's inscribed radius, and span.
+_ARC_RADIUS = 0.8
+_ARC_SPAN = 1.5 * math.pi
+
 
 def _as_numpy(name: str, label: np.ndarray | Tensor) -> np.ndarray:
     if isinstance(label, Tensor):
@@ -96,23 +101,32 @@ def _longest_path(coords: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return coords[np.asarray(path[::-1])]
 
 
-def _chord(region: np.ndarray, centre: np.ndarray, angle: float) -> np.ndarray:
-    """Pixels ``(L, 2)``, in order, of the straight line through ``centre`` at ``angle``,
-    as far as it stays inside ``region``."""
-    direction = np.array([math.sin(angle), math.cos(angle)])
-    sides = []
-    for sign in (-1.0, 1.0):
-        side = []
-        step = 1
-        while True:
-            y, x = np.rint(centre + sign * step * direction).astype(np.int64)
-            if not (0 <= y < region.shape[0] and 0 <= x < region.shape[1] and region[y, x]):
-                break
-            side.append((y, x))
-            step += 1
-        sides.append(side)
-    points = [*sides[0][::-1], tuple(centre), *sides[1]]
-    return np.asarray(points, dtype=np.int64).reshape(-1, 2)
+def _arc(
+    region: np.ndarray, centre: np.ndarray, radius: float, angle: float, span: float
+) -> np.ndarray:
+    """Pixels ``(L, 2)``, in order, of the circular arc of ``radius`` around ``centre`` from
+    ``angle`` to ``angle + span`` (radians): its longest 8-connected run inside ``region``."""
+    steps = max(8, math.ceil(2 * span * radius))  # points about half a pixel apart
+    theta = angle + np.linspace(0.0, span, steps)
+    points = np.rint(centre + radius * np.stack([np.sin(theta), np.cos(theta)], axis=1))
+    points = points.astype(np.int64)  # (steps, 2)
+    y, x = points[:, 0], points[:, 1]
+    inside = (y >= 0) & (y < region.shape[0]) & (x >= 0) & (x < region.shape[1])
+    inside[inside] = region[y[inside], x[inside]]
+    edges = np.diff(np.r_[0, inside.astype(np.int8), 0])  # +1 where a run starts, -1 after
+    starts, stops = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+    if len(starts) == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    best = int(np.argmax(stops - starts))
+    path: list[tuple[int, int]] = []
+    for point in map(tuple, points[starts[best] : stops[best]].tolist()):
+        if path and point == path[-1]:
+            continue
+        if len(path) >= 2 and max(abs(point[0] - path[-2][0]), abs(point[1] - path[-2][1])) <= 1:
+            path[-1] = point  # the corner of a 4-connected step: one pixel too many
+        else:
+            path.append(point)
+    return np.asarray(path, dtype=np.int64)
 
 
 def _disk(radius: float) -> np.ndarray:
@@ -137,11 +151,14 @@ def simulate_scribbles(
     inscribed radius (so the stroke keeps away from the boundary and the skeleton loses the
     branches of boundary noise), skeletonized, and the longest path along the skeleton is drawn
     ``width`` px wide, clipped to the component. Round objects, whose skeleton is nearly a point,
-    get a chord through their deepest point at a random angle instead. A random contiguous part
-    of the stroke, ``U(*length)`` of its length, is kept. On the ACDC train masks the defaults
-    label 1.07% of the pixels (real ACDC scribbles: 1.04%), with per-class coverage
-    background / RV / myocardium / LV of 0.75 / 10.5 / 11.8 / 5.5% (real: 0.66 / 9.9 / 13.0 /
-    9.1%); raise ``width`` for ScribbleSup-like ~3%.
+    get what annotators draw there instead, a curve across most of the object: an arc of three
+    quarters of a circle around the deepest point, of radius 0.8 × the eroded object's inscribed
+    radius, starting at a random angle (whichever of the arc and the skeleton path is longer is
+    drawn). A random contiguous part of the stroke, ``U(*length)`` of its length, is kept. On
+    the ACDC train masks (1282 slices) the defaults label 1.12% of the pixels (real ACDC
+    scribbles: 1.04%), with per-class coverage background / RV / myocardium / LV of
+    0.76 / 10.5 / 11.9 / 9.0% (real: 0.66 / 9.9 / 13.0 / 9.1%; ``scripts/scribble_coverage.py``);
+    raise ``width`` for ScribbleSup-like ~3%.
 
     Args:
         mask (array or Tensor[H, W]): integer class ids; ``ignore_index`` pixels get no scribble.
@@ -151,7 +168,7 @@ def simulate_scribbles(
         length: range of the fraction of the full stroke that is kept, within (0, 1].
         min_size: components smaller than this (in pixels) get no scribble.
         ignore_index: the unlabeled value, also used for the output's unlabeled pixels.
-        seed: seed or generator for the chord angles and the kept parts (``None``: fresh).
+        seed: seed or generator for the arc angles and the kept parts (``None``: fresh).
 
     Returns:
         Scribbles (same type, dtype and shape as ``mask``): class ids on the scribbled pixels,
@@ -191,9 +208,13 @@ def simulate_scribbles(
             skeleton = np.argwhere(skeletonize(core))
             path = _longest_path(skeleton, array.shape) if len(skeleton) else skeleton
             centre = np.unravel_index(int(np.argmax(np.where(core, depth, -1))), depth.shape)
-            chord = _chord(core, np.asarray(centre), float(rng.uniform(0, math.pi)))
-            if len(chord) > len(path):  # round objects: the skeleton is nearly a point
-                path = chord
+            radius = _ARC_RADIUS * (1.0 - erosion) * deepest
+            angle = float(rng.uniform(0, 2 * math.pi))
+            arc = _arc(core, np.asarray(centre), radius, angle, _ARC_SPAN)
+            if len(arc) > len(path):  # round objects: the skeleton is nearly a point
+                path = arc
+            if len(path) == 0:  # nothing drawable left after erosion: a dot at the centre
+                path = np.asarray([centre], dtype=np.int64)
             keep = max(1, round(len(path) * float(rng.uniform(low, high))))
             start = int(rng.integers(0, len(path) - keep + 1))
             stroke = np.zeros(array.shape, dtype=bool)

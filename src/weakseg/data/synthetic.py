@@ -5,7 +5,7 @@ stripes, green dots, blue speckle) on a cluttered, shaded background: a smooth c
 distractor shapes in colours close to the objects' but without their texture, a global
 illumination gradient, sensor noise and slightly blurred edges. Full masks are exact and the
 scribbles are simulated with :func:`~weakseg.data.scribbles.simulate_scribbles` (width 2,
-40-70% of the full stroke), so only ~4% of the pixels are labeled: a network trained with partial
+40-70% of the full stroke), so only ~5% of the pixels are labeled: a network trained with partial
 cross-entropy alone learns the colours and textures but leaves errors along the object
 boundaries, which the regularized losses are meant to fix.
 
