@@ -205,6 +205,19 @@ def test_launcher_starts_training_only(tmp_path) -> None:
     assert "\nweakseg eval " in text
 
 
+def test_only_runs_some_but_tabulates_all(tmp_path) -> None:
+    experiment = load_experiment(_write(tmp_path / "r.yaml", RECIPE))
+    fake = FakeWeakseg()
+    results = run_experiment(experiment, tmp_path / "out", only=["b"], executor=fake)
+    assert {Path(c[1]).parent.name for c in fake.calls if c[0] == "eval"} == {"b"}
+    text = results.read_text()
+    assert "| pCE | - | - | - | - |" in text
+    assert "| pCE + NC | 0.510 | 0.250 | 0.610 | 0.250 |" in text
+    assert "output_dir=" + str(tmp_path / "out" / "a") in text  # a's commands are listed too
+    with pytest.raises(ConfigError, match="unknown run"):
+        run_experiment(experiment, tmp_path / "out", only=["zz"], executor=fake)
+
+
 def test_missing_reports_show_as_dash(tmp_path) -> None:
     experiment = load_experiment(_write(tmp_path / "r.yaml", RECIPE))
     text = format_results(experiment, tmp_path, [])

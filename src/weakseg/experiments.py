@@ -279,9 +279,13 @@ def run_experiment(
     extra_sets: Sequence[str] = (),
     dry_run: bool = False,
     launcher: Sequence[str] = (),
+    only: Sequence[str] | None = None,
     executor: Callable[[list[str], Sequence[str]], int] | None = None,
 ) -> Path:
     """Train and evaluate every run of ``experiment``; write and return ``results.md``.
+
+    ``results.md`` always covers the whole recipe: runs not (yet) done show "-", and the
+    commands section lists every run's commands.
 
     Args:
         experiment: a recipe (:func:`load_experiment`).
@@ -294,12 +298,14 @@ def run_experiment(
         executor: runs one ``weakseg`` argument list (with the launcher, for training) and
             returns its exit status; default: a subprocess, ``python -m weakseg`` with this
             interpreter or ``LAUNCHER -m weakseg``.
+        only: run only these runs (names; :meth:`Experiment.select` checks them).
 
     Raises:
         RuntimeError: a command failed (named, with its exit status); finished runs are kept.
     """
     output_dir = Path(output_dir)
     execute = executor or _subprocess
+    selected = {run.name for run in (experiment.select(only) if only else experiment).runs}
     commands: list[str] = []
     for run in experiment.runs:
         steps = [train_command(run, experiment, output_dir, extra_sets)]
@@ -310,6 +316,8 @@ def run_experiment(
         for index, arguments in enumerate(steps):
             launch = tuple(launcher) if index == 0 else ()
             commands.append(_shown(arguments, launch))
+            if run.name not in selected:
+                continue
             if dry_run:
                 print(commands[-1])
                 continue

@@ -38,7 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="output folder (default: runs/experiments/<recipe file name>)",
     )
-    parser.add_argument("--only", nargs="+", metavar="RUN", help="run only these runs")
+    parser.add_argument(
+        "--only", nargs="+", metavar="RUN", help="run only these runs (the table lists all)"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         experiment = load_experiment(args.recipe)
         if args.only:
-            experiment = experiment.select(args.only)
+            experiment.select(args.only)  # names checked before anything runs
     except (ConfigError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from error
     output = Path(args.output or Path("runs/experiments") / Path(args.recipe).stem)
@@ -76,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             extra_sets=args.overrides,
             dry_run=args.dry_run,
             launcher=shlex.split(args.launcher or ""),
+            only=args.only,
         )
     except RuntimeError as error:
         raise SystemExit(f"error: {error}") from error
