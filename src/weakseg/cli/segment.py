@@ -8,13 +8,21 @@ class ids of every pixel (8-bit, same size).
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
 
 import numpy as np
 import torch
 from PIL import Image
 
-from weakseg.segment import SEGMENT_LOSSES, segment_image
+from weakseg.segment import SEGMENT_INITS, SEGMENT_LOSSES, segment_image
+
+# The command's defaults are segment_image's, so that the two cannot drift apart.
+_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(segment_image).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,18 +35,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("image", help="input image (PNG, JPEG, ...)")
     parser.add_argument("--scribbles", required=True, help="label PNG: ids 0..K-1, 255 unlabeled")
     parser.add_argument("-o", "--output", required=True, help="output mask PNG")
-    parser.add_argument("--loss", choices=SEGMENT_LOSSES, default="kernel_cut")
-    parser.add_argument("--weight", type=float, default=1.0, help="regularizer weight lambda")
+    parser.add_argument("--loss", choices=SEGMENT_LOSSES, default=_DEFAULTS["loss"])
     parser.add_argument(
-        "--gamma", type=float, default=0.1, help="normalized-cut weight (kernel cut)"
+        "--weight", type=float, default=_DEFAULTS["weight"], help="regularizer weight lambda"
     )
-    parser.add_argument("--sigma-rgb", type=float, default=15.0)
-    parser.add_argument("--sigma-xy", type=float, default=100.0)
-    parser.add_argument("--num-classes", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=60, help="Adam iterations")
-    parser.add_argument("--lr", type=float, default=0.25)
-    parser.add_argument("--scale-factor", type=float, default=None)
-    parser.add_argument("--backend", choices=("auto", "lattice", "exact"), default="auto")
+    parser.add_argument(
+        "--gamma", type=float, default=_DEFAULTS["gamma"], help="normalized-cut weight (kernel cut)"
+    )
+    parser.add_argument("--sigma-rgb", type=float, default=_DEFAULTS["sigma_rgb"])
+    parser.add_argument(
+        "--sigma-xy", type=float, default=_DEFAULTS["sigma_xy"], help="in pixels of IMAGE"
+    )
+    parser.add_argument("--num-classes", type=int, default=_DEFAULTS["num_classes"])
+    parser.add_argument(
+        "--steps", type=int, default=_DEFAULTS["n_steps"], help="gradient-descent iterations"
+    )
+    parser.add_argument("--lr", type=float, default=_DEFAULTS["lr"])
+    parser.add_argument(
+        "--init", choices=SEGMENT_INITS, default=_DEFAULTS["init"], help="starting logits"
+    )
+    parser.add_argument("--scale-factor", type=float, default=_DEFAULTS["scale_factor"])
+    parser.add_argument(
+        "--backend", choices=("auto", "lattice", "exact"), default=_DEFAULTS["backend"]
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.set_defaults(func=run)
     return parser
@@ -72,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         num_classes=args.num_classes,
         n_steps=args.steps,
         lr=args.lr,
+        init=args.init,
         scale_factor=args.scale_factor,
         backend=args.backend,
     )

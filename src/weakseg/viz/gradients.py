@@ -162,13 +162,14 @@ def scribble_probs(
     image_raw: Tensor, scribbles: Tensor, num_classes: int, *, n_steps: int = 60, lr: float = 0.25
 ) -> Tensor:
     """S fitted to the scribbles by partial cross-entropy alone: the softmax of a free logit
-    field after ``n_steps`` Adam steps (:func:`weakseg.segment_image` with ``weight=0``).
+    field after ``n_steps`` gradient-descent steps (:func:`weakseg.segment_image` with
+    ``weight=0``): the scribbled pixels sharpen towards their labels, the others stay uniform.
 
     Args:
         image_raw: Tensor[C, H, W] float, 0-255.
         scribbles: Tensor[H, W] int, class ids, 255 = unlabeled.
         num_classes: K.
-        n_steps, lr: Adam iterations and learning rate.
+        n_steps, lr: gradient-descent iterations (momentum 0.9) and step.
 
     Returns:
         Tensor[K, H, W] probabilities.
