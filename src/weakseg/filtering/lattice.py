@@ -134,7 +134,10 @@ class PermutohedralLattice:
             if backend == "numba":
                 from weakseg.filtering._lattice_numba import NumbaLatticeOps
 
-                self._ops = NumbaLatticeOps(points, self.batch_size, self.num_points)
+                # Bounds of the features in their own layout: cheaper than over ``points``.
+                dims = [0, *range(2, features.ndim)]
+                feature_range = (features.detach().amin(dim=dims), features.detach().amax(dim=dims))
+                self._ops = NumbaLatticeOps(points, self.batch_size, self.num_points, feature_range)
             else:
                 self._ops = TorchLatticeOps(points, self.batch_size, self.num_points)
             self.num_vertices = self._ops.num_vertices

@@ -1,0 +1,105 @@
+"""The numba backend's own machinery: key bounds, work split across threads, fast exp, buffers.
+
+Its operator is compared with the PyTorch reference in ``test_lattice.py``; these tests pin the
+pieces that the reference does not have.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from weakseg.filtering.lattice import numba_available
+
+pytestmark = pytest.mark.skipif(not numba_available(), reason="numba not installed")
+
+if numba_available():
+    from weakseg.filtering import _lattice_numba as numba_backend
+
+
+def _points(batch: int, n: int, d: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch * n, d, generator=generator) * 3
+
+
+def _filter(ops: numba_backend.NumbaLatticeOps, values: torch.Tensor) -> torch.Tensor:
+    return ops.apply(values, torch.ones(values.shape[0]))
+
+
+def test_key_bounds_from_feature_range_match_a_pass_over_the_points() -> None:
+    # The feature box gives looser key bounds than the pass over the points; the lattice (its
+    # vertices, weights and neighbours) must not depend on which one was used.
+    batch, n, d = 2, 400, 4
+    points = _points(batch, n, d)
+    box = (points.amin(dim=0), points.amax(dim=0))
+    values = torch.rand(batch, 3, n, generator=torch.Generator().manual_seed(1))
+    from_box = numba_backend.NumbaLatticeOps(points, batch, n, box)
+    from_pass = numba_backend.NumbaLatticeOps(points, batch, n)
+    assert from_box.num_vertices == from_pass.num_vertices
+    torch.testing.assert_close(_filter(from_box, values), _filter(from_pass, values))
+
+
+def test_too_loose_feature_range_falls_back_to_the_points() -> None:
+    batch, n, d = 1, 300, 8
+    points = _points(batch, n, d)
+    huge = torch.full((d,), 1e15)
+    elevation = numba_backend.elevation_matrix(d, torch.float32).numpy()
+    assert numba_backend._layout_from_feature_range((-huge, huge), elevation) is None
+    ops = numba_backend.NumbaLatticeOps(points, batch, n, (-huge, huge))
+    reference = numba_backend.NumbaLatticeOps(points, batch, n)
+    assert ops.num_vertices == reference.num_vertices
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_split_across_threads_gives_the_same_operator(batch: int) -> None:
+    # With fewer batch elements than threads, each element is hashed in parts, in parallel, and
+    # the parts' vertices are merged: same vertices, same result as one part per element.
+    n, d = 900, 5
+    points = _points(batch, n, d, seed=batch)
+    values = torch.rand(batch, 4, n, generator=torch.Generator().manual_seed(2))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = numba_backend.NumbaLatticeOps(points, batch, n)
+        expected = _filter(single, values)
+        torch.set_num_threads(2)
+        split = numba_backend.NumbaLatticeOps(points, batch, n)
+        got = _filter(split, values)
+    finally:
+        torch.set_num_threads(threads)
+    if split._threads < 2:
+        pytest.skip("numba has a single thread here")
+    assert split.num_vertices == single.num_vertices
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fast_exp_is_accurate_over_the_calibration_range() -> None:
+    for sq in np.linspace(0.0, 40.0, 4001):
+        exact = math.exp(-0.5 * sq)
+        assert abs(numba_backend._exp_minus_half(sq) - exact) <= 1e-12 * exact
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (5, 1 << 20)])  # small: np.empty; large: huge pages
+def test_buffers_are_writable_and_outlive_their_allocator(shape: tuple[int, int]) -> None:
+    array = numba_backend._empty(shape, np.float32)
+    assert array.shape == shape and array.dtype == np.float32 and array.flags.writeable
+    array[...] = 2.5
+    tensor = torch.from_numpy(array)
+    del array
+    assert float(tensor.sum()) == pytest.approx(2.5 * shape[0] * shape[1])
+
+
+def test_parallel_blur_equals_serial_blur() -> None:
+    # Small lattices blur serially, large ones in parallel chunks: both must be the same passes.
+    batch, n, d = 1, 5000, 3
+    ops = numba_backend.NumbaLatticeOps(_points(batch, n, d), batch, n)
+    lattice = np.random.default_rng(0).random((ops.num_vertices + 1, 7)).astype(np.float32)
+    lattice[-1] = 0.0  # the row of absent vertices
+    args = (ops._forward, ops._backward, ops._order, np.float32(0.75), np.float32(0.125))
+    serial = numba_backend._blur_serial(lattice, *args)
+    parallel = numba_backend._blur_parallel(lattice, *args)
+    assert ops.num_vertices > numba_backend._CHUNK  # several chunks
+    np.testing.assert_array_equal(parallel, serial)
