@@ -418,7 +418,8 @@ def _draw_legend(draw: ImageDraw.ImageDraw, y: int, class_names: Sequence[str], 
     draw.text(
         (MARGIN + 60, y),
         "the gradient of each regularizer R at the pCE-only network's output S, for the row's "
-        "largest object class k (as Fig. 1 of Tang et al.). Black: no push; brightness: |dR/dS_k|.",
+        "largest object class k (as Fig. 1 of Tang et al.), minus its mean over the classes (the "
+        "part a softmax passes on). Black: no push; brightness: |dR/dS_k|.",
         fill=TEXT,
         font=font,
     )
@@ -582,7 +583,9 @@ def _figure_examples(
         sample = val_set[index]
         with torch.no_grad():
             probs = pce(sample["image"][None].to(device)).softmax(dim=1)
-        gradients = regularizer_gradients(regularizers, sample["image_raw"][None].to(device), probs)
+        gradients = regularizer_gradients(
+            regularizers, sample["image_raw"][None].to(device), probs, tangent=True
+        )  # centred over the classes, as `weakseg viz gradients` shows them
         counts = np.bincount(mask.ravel(), minlength=len(SYNTHETIC_CLASSES))
         k = int(counts[1:].argmax()) + 1 if counts[1:].any() else 0
         examples.append(
