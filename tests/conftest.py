@@ -1,4 +1,4 @@
-"""Shared test fixtures: the devices to run on, and the path of the real data set."""
+"""Shared test fixtures: the devices to run on, the path of the real data set, one torch thread."""
 
 from __future__ import annotations
 
@@ -26,3 +26,13 @@ def acdc_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"real data not available at {root}")
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """torch limited to one thread during the test (the machine has 2 shared cores, and
+    oversubscribed convolutions are much slower); use with ``pytest.mark.usefixtures``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -1,5 +1,5 @@
-"""Experiment recipes: parsing, the commands a run becomes, resuming, the results table, and the
-shipped recipes (every run's settings form a valid training config)."""
+"""Experiment recipes: parsing, the commands a run becomes, prepare steps, resuming, the results
+table, and the shipped recipes (every run's settings form a valid training config)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from weakseg.experiments import (
     eval_command,
     format_results,
     load_experiment,
+    prepare_commands,
     run_experiment,
     train_command,
 )
@@ -239,3 +240,157 @@ def test_shipped_recipes_are_valid_configs(recipe, monkeypatch) -> None:
 def test_shipped_recipes_exist() -> None:
     names = {path.stem for path in RECIPES}
     assert {"acdc_table1", "acdc_fig5"} <= names
+
+
+PREPARED = {
+    "title": "Prepared",
+    "defaults": {"max_iterations": 2},
+    "runs": [
+        {
+            "name": "grabcut",
+            "label": "GrabCut",
+            "config": "base.yaml",
+            "set": {"label_dir": "{run_dir}/masks"},
+            "prepare": [
+                "weakseg scribbles stats '{output}/a b'",  # a string, with its program
+                {
+                    "command": ["proposals", "grabcut", "--config", "{config}", "{settings}"],
+                    "creates": "{run_dir}/masks",
+                },
+            ],
+        }
+    ],
+}
+
+
+def test_prepare_commands_fill_placeholders(tmp_path) -> None:
+    experiment = load_experiment(_write(tmp_path / "r.yaml", PREPARED))
+    run = experiment.runs[0]
+    out = tmp_path / "out"
+    (stats, stats_creates), (grabcut, creates) = prepare_commands(run, experiment, out, ["seed=3"])
+    assert stats == ["scribbles", "stats", f"{out}/a b"] and stats_creates is None
+    # {settings}: the training's --set arguments, the runner's own included
+    sets = ["max_iterations=2", f"label_dir={out}/grabcut/masks", "seed=3"]
+    assert grabcut == ["proposals", "grabcut", "--config", "base.yaml"] + [
+        arg for item in sets for arg in ("--set", item)
+    ]
+    assert creates == out / "grabcut" / "masks"
+    assert f"label_dir={out}/grabcut/masks" in train_command(run, experiment, out)
+    # other braces are left alone
+    braces = {**PREPARED, "defaults": {"losses": {"dense_crf": {"weight": 1}}}}
+    experiment = load_experiment(_write(tmp_path / "b.yaml", braces))
+    assert "losses={dense_crf: {weight: 1}}" in train_command(experiment.runs[0], experiment, out)
+
+
+def _prepared(prepare) -> dict:
+    return {**PREPARED, "runs": [{"name": "r", "config": "c.yaml", "prepare": prepare}]}
+
+
+@pytest.mark.parametrize(
+    ("prepare", "message"),
+    [
+        ("proposals grabcut", r"prepare must be a list of commands"),
+        ([5], r"prepare\[0\] must be a command: a string or a list of strings, got 5"),
+        ([["proposals", None]], r"prepare\[0\] must be a command"),
+        ([""], r"prepare\[0\] is an empty command"),
+        (["weakseg"], r"prepare\[0\] is an empty command"),
+        (["proposals 'grabcut"], r"prepare\[0\] cannot be split into arguments"),
+        ([{"creates": "x"}], r"prepare\[0\] needs a 'command'"),
+        ([{"command": "a", "when": 1}], r"unknown key\(s\) \['when'\] in .*prepare\[0\]"),
+        ([{"command": "a", "creates": 3}], r"prepare\[0\]\.creates must be a path, got 3"),
+        ([{"command": {"a": 1}}], r"prepare\[0\]\.command must be a command"),
+    ],
+)
+def test_prepare_errors_name_the_recipe_and_run(tmp_path, prepare, message) -> None:
+    path = _write(tmp_path / "bad.yaml", _prepared(prepare))
+    with pytest.raises(ConfigError, match=message) as error:
+        load_experiment(path)
+    assert f"runs[0] (r) in {path}" in str(error.value)
+
+
+class FakeWithProposals(FakeWeakseg):
+    """:class:`FakeWeakseg` that also runs ``proposals`` (writes the folder of its ``label_dir``)
+    and ``scribbles`` (does nothing)."""
+
+    def __init__(self, fail_on: str | None = None, create: bool = True) -> None:
+        super().__init__(fail_on)
+        self.create = create
+
+    def __call__(self, arguments: list[str], launcher=()) -> int:
+        if arguments[0] == "proposals":
+            self.calls.append(arguments)
+            if self.fail_on == "proposals":
+                return 2
+            folder = next(a for a in arguments if a.startswith("label_dir=")).split("=")[1]
+            if self.create:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+            return 0
+        if arguments[0] == "scribbles":
+            self.calls.append(arguments)
+            return 0
+        return super().__call__(arguments, launcher)
+
+
+def test_prepare_runs_before_training_once(tmp_path) -> None:
+    experiment = load_experiment(_write(tmp_path / "r.yaml", PREPARED))
+    out = tmp_path / "out"
+    fake = FakeWithProposals()
+    results = run_experiment(experiment, out, executor=fake)
+    assert [c[0] for c in fake.calls] == ["scribbles", "proposals", "train", "eval"]
+    assert (out / "grabcut" / "masks").is_dir()
+    assert not list((out / "grabcut").glob(".prepare-*"))
+    shown = [line for line in results.read_text().splitlines() if line.startswith("weakseg ")]
+    assert [shlex.split(line)[1:] for line in shown] == fake.calls
+    # again: the step whose output exists is skipped, the one without 'creates' runs
+    again = FakeWithProposals()
+    run_experiment(experiment, out, executor=_keep_checkpoint_time(again))
+    assert [c[0] for c in again.calls] == ["scribbles", "train"]
+    assert "weakseg proposals grabcut" in results.read_text()  # still listed
+
+
+def test_interrupted_prepare_step_is_redone(tmp_path) -> None:
+    experiment = load_experiment(_write(tmp_path / "r.yaml", PREPARED))
+    out = tmp_path / "out"
+    (out / "grabcut" / "masks").mkdir(parents=True)  # half written when the run stopped
+    (out / "grabcut" / ".prepare-1.running").touch()
+    fake = FakeWithProposals()
+    run_experiment(experiment, out, executor=fake)
+    assert [c[0] for c in fake.calls] == ["scribbles", "proposals", "train", "eval"]
+    assert not (out / "grabcut" / ".prepare-1.running").exists()
+
+
+def test_prepare_failures(tmp_path) -> None:
+    experiment = load_experiment(_write(tmp_path / "r.yaml", PREPARED))
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match=r"run 'grabcut': 'weakseg proposals .*' exited with "):
+        run_experiment(experiment, out, executor=FakeWithProposals(fail_on="proposals"))
+    assert (out / "grabcut" / ".prepare-1.running").exists()  # not done: the next call redoes it
+    with pytest.raises(RuntimeError, match=r"succeeded but did not create .*grabcut/masks"):
+        run_experiment(experiment, out, executor=FakeWithProposals(create=False))
+    assert not (out / "grabcut" / "checkpoint.pth").exists()  # no training on missing labels
+
+
+def test_dry_run_prints_prepare_steps(tmp_path, capsys) -> None:
+    experiment = load_experiment(_write(tmp_path / "r.yaml", PREPARED))
+    fake = FakeWithProposals()
+    run_experiment(experiment, tmp_path / "out", dry_run=True, executor=fake)
+    printed = capsys.readouterr().out.splitlines()
+    assert fake.calls == [] and not (tmp_path / "out").exists()
+    assert [shlex.split(line)[1] for line in printed] == ["scribbles", "proposals", "train", "eval"]
+
+
+def test_timing_column_reads_metrics_jsonl(tmp_path) -> None:
+    experiment = load_experiment(_write(tmp_path / "r.yaml", {**RECIPE, "timing": True}))
+    assert experiment.timing and not load_experiment(_write(tmp_path / "s.yaml", RECIPE)).timing
+    (tmp_path / "a").mkdir()
+    records = [{"iteration": 4, "time": 2.0}, {"iteration": 10, "time": 3.5}]
+    (tmp_path / "a" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    text = format_results(experiment, tmp_path, [])
+    assert (
+        "| mean Dice (fg), net | mIoU, net | mean Dice (fg), crf | mIoU, crf | train s/iter |"
+        in text
+    )
+    assert "| pCE | - | - | - | - | 0.55 |" in text  # (2.0 + 3.5) s / 10 iterations
+    assert "| pCE + NC | - | - | - | - | - |" in text  # not trained yet
+    with pytest.raises(ConfigError, match=r"'timing' in .* must be true or false, got 'yes'"):
+        load_experiment(_write(tmp_path / "t.yaml", {**RECIPE, "timing": "yes"}))

@@ -13,6 +13,7 @@ each trained network, and the settings every run shares::
       - {name: plain, label: "network"}
       - {name: crf, label: "+ dense CRF post-processing", args: [--crf]}
     metrics: [mean_dice, miou]         # keys of the evaluation report
+    timing: true                       # optional: a "train s/iter" column (from metrics.jsonl)
     runs:
       - {name: pce, label: "pCE only", config: configs/acdc_unet_pce.yaml}
       - name: normalized_cut
@@ -20,13 +21,34 @@ each trained network, and the settings every run shares::
         config: configs/acdc_unet_pce.yaml
         set: {losses: {normalized_cut: {weight: 0.5, sigma_rgb: 15, sigma_xy: 40}}}
 
-For every run the runner executes ``weakseg train --config CONFIG --set ...`` into
-``OUTPUT/<run name>`` with ``resume=auto`` (a finished run is not trained again, an interrupted
-one continues from its last checkpoint), then ``weakseg eval`` of its final checkpoint once per
-evaluation (skipped when that report is newer than the checkpoint). Each step is a separate
-process, so one run's failure or interruption leaves the finished ones intact. When all runs are
-done it writes ``OUTPUT/results.md``: the table, then the exact commands that produced it. Paths in
-a recipe (``config``) are relative to the current directory, like the command line's.
+For every run the runner executes its ``prepare`` commands (below), then ``weakseg train --config
+CONFIG --set ...`` into ``OUTPUT/<run name>`` with ``resume=auto`` (a finished run is not trained
+again, an interrupted one continues from its last checkpoint), then ``weakseg eval`` of its final
+checkpoint once per evaluation (skipped when that report is newer than the checkpoint). Each step
+is a separate process, so one run's failure or interruption leaves the finished ones intact. When
+all runs are done it writes ``OUTPUT/results.md``: the table, then the exact commands that
+produced it. Paths in a recipe (``config``) are relative to the current directory, like the
+command line's.
+
+A run may list ``prepare`` steps: ``weakseg`` commands (an argument list, or one string split as a
+shell would; a leading ``weakseg`` is optional) that make what its training reads, e.g. the
+one-time GrabCut masks of Table 2::
+
+    - name: grabcut
+      config: configs/synthetic_grabcut.yaml
+      set: {label_dir: "{run_dir}/masks"}
+      prepare:
+        - command: [proposals, grabcut, --config, "{config}", "{settings}", --no-progress]
+          creates: "{run_dir}/masks"
+
+A step with ``creates: PATH`` is skipped when ``PATH`` exists, unless its last attempt stopped
+midway (the runner keeps ``OUTPUT/<run>/.prepare-<i>.running`` while step ``i`` runs), and it
+fails when its command succeeds without making ``PATH``; a step without ``creates`` runs every
+time. Placeholders ``{output}`` (``OUTPUT``), ``{run_dir}`` (``OUTPUT/<run>``) and ``{config}``
+(the run's ``config``) are replaced in prepare commands, in ``creates`` and in the strings of
+``defaults`` and ``set``; a prepare-command argument ``{settings}`` becomes the run's ``--set``
+arguments (those of its training but ``output_dir`` and ``resume``, the runner's own ``--set``
+included), so that the step reads the same data as the training.
 """
 
 from __future__ import annotations
@@ -52,10 +74,13 @@ __all__ = [
     "Evaluation",
     "Experiment",
     "ExperimentRun",
+    "PrepareStep",
     "eval_command",
     "format_results",
     "load_experiment",
+    "prepare_commands",
     "run_experiment",
+    "settings_arguments",
     "train_command",
 ]
 
@@ -67,14 +92,29 @@ METRIC_LABELS: dict[str, str] = {
 }
 
 
+#: The prepare-command argument that stands for the run's ``--set`` arguments.
+SETTINGS_PLACEHOLDER = "{settings}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareStep:
+    """A command run before a run's training: ``weakseg`` arguments (without the program, with
+    placeholders) and the path whose existence means it is done (``None``: run it every time)."""
+
+    arguments: tuple[str, ...]
+    creates: str | None = None
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentRun:
-    """One training of a recipe: its folder name, table label, base config and overrides."""
+    """One training of a recipe: its folder name, table label, base config, overrides and the
+    steps that prepare its data."""
 
     name: str
     label: str
     config: str
     overrides: dict[str, Any]
+    prepare: tuple[PrepareStep, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +136,7 @@ class Experiment:
     evaluations: tuple[Evaluation, ...]
     metrics: tuple[str, ...]
     runs: tuple[ExperimentRun, ...]
+    timing: bool = False  # a column of training seconds per iteration
 
     def select(self, names: Sequence[str]) -> Experiment:
         """The same recipe restricted to the runs called ``names`` (in recipe order)."""
@@ -123,6 +164,51 @@ def _name(value: Any, what: str) -> str:
     return value
 
 
+def _prepare_arguments(value: Any, what: str) -> tuple[str, ...]:
+    """The ``weakseg`` arguments of a prepare command: a string split as a shell would, or a
+    list of strings and numbers; without a leading ``weakseg``."""
+    if isinstance(value, str):
+        try:
+            arguments = shlex.split(value)
+        except ValueError as error:
+            raise ConfigError(f"{what} cannot be split into arguments: {error}") from error
+    elif isinstance(value, list) and all(
+        isinstance(a, (str, int, float)) and not isinstance(a, bool) for a in value
+    ):
+        arguments = [str(a) for a in value]
+    else:
+        raise ConfigError(f"{what} must be a command: a string or a list of strings, got {value!r}")
+    if arguments[:1] == ["weakseg"]:
+        arguments = arguments[1:]
+    if not arguments:
+        raise ConfigError(f"{what} is an empty command; give a weakseg subcommand")
+    return tuple(arguments)
+
+
+def _prepare_steps(value: Any, what: str) -> tuple[PrepareStep, ...]:
+    """The ``prepare`` list of a run: commands, or ``{command: ..., creates: PATH}`` mappings."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(f"{what} must be a list of commands, got {value!r}")
+    steps = []
+    for index, entry in enumerate(value):
+        where = f"{what}[{index}]"
+        if not isinstance(entry, Mapping):
+            steps.append(PrepareStep(_prepare_arguments(entry, where)))
+            continue
+        extra = sorted(set(entry) - {"command", "creates"})
+        if extra:
+            raise ConfigError(f"unknown key(s) {extra} in {where}; allowed: command, creates")
+        if "command" not in entry:
+            raise ConfigError(f"{where} needs a 'command'")
+        creates = entry.get("creates")
+        if creates is not None and (not isinstance(creates, str) or not creates):
+            raise ConfigError(f"{where}.creates must be a path, got {creates!r}")
+        steps.append(PrepareStep(_prepare_arguments(entry["command"], f"{where}.command"), creates))
+    return tuple(steps)
+
+
 def load_experiment(path: str | Path) -> Experiment:
     """Read and check a recipe file.
 
@@ -138,7 +224,7 @@ def load_experiment(path: str | Path) -> Experiment:
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from error
     data = _mapping(data, f"{path}")
-    allowed = {"title", "description", "defaults", "evaluations", "metrics", "runs"}
+    allowed = {"title", "description", "defaults", "evaluations", "metrics", "runs", "timing"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in {path}; allowed: {sorted(allowed)}")
@@ -148,7 +234,7 @@ def load_experiment(path: str | Path) -> Experiment:
     runs = []
     for index, entry in enumerate(raw_runs):
         entry = _mapping(entry, f"runs[{index}] in {path}")
-        extra = sorted(set(entry) - {"name", "label", "config", "set"})
+        extra = sorted(set(entry) - {"name", "label", "config", "set", "prepare"})
         if extra:
             raise ConfigError(f"unknown key(s) {extra} in runs[{index}] of {path}")
         name = _name(entry.get("name"), f"runs[{index}].name in {path}")
@@ -156,7 +242,8 @@ def load_experiment(path: str | Path) -> Experiment:
             raise ConfigError(f"runs[{index}] ({name}) in {path} needs a 'config' path")
         label = str(entry.get("label", name))
         overrides = _mapping(entry.get("set"), f"runs[{index}].set in {path}")
-        runs.append(ExperimentRun(name, label, entry["config"], overrides))
+        prepare = _prepare_steps(entry.get("prepare"), f"runs[{index}] ({name}) in {path}: prepare")
+        runs.append(ExperimentRun(name, label, entry["config"], overrides, prepare))
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         raise ConfigError(f"run names must be unique in {path}, got {names}")
@@ -178,7 +265,27 @@ def load_experiment(path: str | Path) -> Experiment:
         evaluations=tuple(evaluations),
         metrics=tuple(str(m) for m in metrics),
         runs=tuple(runs),
+        timing=_flag(data.get("timing", False), f"'timing' in {path}"),
     )
+
+
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{what} must be true or false, got {value!r}")
+    return value
+
+
+def _seconds_per_iteration(run_dir: Path) -> float | None:
+    """Training seconds per iteration of a run: the epochs' ``time`` (the training loop only,
+    not validation) over the iterations done, from ``metrics.jsonl``; ``None`` without it."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    iterations = max((int(r.get("iteration", 0)) for r in records), default=0)
+    if iterations < 1:
+        return None
+    return sum(float(r.get("time", 0.0)) for r in records) / iterations
 
 
 def _set_argument(key: str, value: Any) -> str:
@@ -188,25 +295,79 @@ def _set_argument(key: str, value: Any) -> str:
     return f"{key}={text}"
 
 
+def _placeholders(run: ExperimentRun, output_dir: Path) -> dict[str, str]:
+    return {
+        "{output}": str(output_dir),
+        "{run_dir}": str(output_dir / run.name),
+        "{config}": run.config,
+    }
+
+
+def _filled(value: Any, placeholders: Mapping[str, str]) -> Any:
+    """``value`` with the placeholders replaced in its strings (also inside lists and mappings);
+    other braces, e.g. a YAML flow mapping, are left alone."""
+    if isinstance(value, str):
+        for placeholder, text in placeholders.items():
+            value = value.replace(placeholder, text)
+        return value
+    if isinstance(value, list):
+        return [_filled(item, placeholders) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _filled(item, placeholders) for key, item in value.items()}
+    return value
+
+
+def settings_arguments(
+    run: ExperimentRun, experiment: Experiment, output_dir: Path, extra_sets: Sequence[str] = ()
+) -> list[str]:
+    """The ``--set`` arguments of ``run``'s settings: the recipe's ``defaults``, then the run's
+    ``set`` (placeholders filled in), then ``extra_sets`` (the runner's own ``--set key=value``
+    strings, passed through unchanged; a key given there drops the recipe's setting of it)."""
+    replaced = {item.split("=", 1)[0].strip() for item in extra_sets}
+    settings = _filled({**experiment.defaults, **run.overrides}, _placeholders(run, output_dir))
+    arguments = []
+    for key, value in settings.items():
+        if key not in replaced:
+            arguments += ["--set", _set_argument(key, value)]
+    for item in extra_sets:
+        arguments += ["--set", item]
+    return arguments
+
+
 def train_command(
     run: ExperimentRun, experiment: Experiment, output_dir: Path, extra_sets: Sequence[str] = ()
 ) -> list[str]:
-    """``weakseg train`` arguments (without the program) for ``run``.
+    """``weakseg train`` arguments (without the program) for ``run``: its settings
+    (:func:`settings_arguments`), then its output folder and ``resume=auto``."""
+    return [
+        "train",
+        "--config",
+        run.config,
+        *settings_arguments(run, experiment, output_dir, extra_sets),
+        "--set",
+        f"output_dir={output_dir / run.name}",
+        "--set",
+        "resume=auto",
+    ]
 
-    The overrides are, in order: the recipe's ``defaults``, the run's ``set``, ``extra_sets``
-    (the runner's own ``--set key=value`` strings, passed through unchanged; a key given there
-    drops the recipe's setting of the same key), then the run's output folder and ``resume=auto``.
-    """
-    replaced = {item.split("=", 1)[0].strip() for item in extra_sets}
-    settings = {**experiment.defaults, **run.overrides}
-    command = ["train", "--config", run.config]
-    for key, value in settings.items():
-        if key not in replaced:
-            command += ["--set", _set_argument(key, value)]
-    for item in extra_sets:
-        command += ["--set", item]
-    command += ["--set", f"output_dir={output_dir / run.name}", "--set", "resume=auto"]
-    return command
+
+def prepare_commands(
+    run: ExperimentRun, experiment: Experiment, output_dir: Path, extra_sets: Sequence[str] = ()
+) -> list[tuple[list[str], Path | None]]:
+    """``(weakseg arguments, creates)`` of each prepare step of ``run``, placeholders filled in
+    (``{settings}`` becomes :func:`settings_arguments`)."""
+    placeholders = _placeholders(run, output_dir)
+    commands = []
+    for step in run.prepare:
+        arguments: list[str] = []
+        for argument in step.arguments:
+            if argument == SETTINGS_PLACEHOLDER:
+                arguments += settings_arguments(run, experiment, output_dir, extra_sets)
+            else:
+                arguments.append(_filled(argument, placeholders))
+        creates = None if step.creates is None else Path(_filled(step.creates, placeholders))
+        commands.append((arguments, creates))
+    return commands
 
 
 def eval_command(run: ExperimentRun, evaluation: Evaluation, output_dir: Path) -> list[str]:
@@ -233,7 +394,8 @@ def format_results(experiment: Experiment, output_dir: Path, commands: Sequence[
     """The Markdown results page: title, description, table, machine and commands.
 
     Rows are runs, columns the metrics of each evaluation, read from the runs' reports
-    ``OUTPUT/<run>/eval_<evaluation>.json``; a missing report shows as "-".
+    ``OUTPUT/<run>/eval_<evaluation>.json``, then with ``timing`` the training seconds per
+    iteration (:func:`_seconds_per_iteration`); a missing report shows as "-".
     """
     header = ["run"]
     for evaluation in experiment.evaluations:
@@ -242,6 +404,8 @@ def format_results(experiment: Experiment, output_dir: Path, commands: Sequence[
             header.append(
                 f"{label}, {evaluation.label}" if len(experiment.evaluations) > 1 else label
             )
+    if experiment.timing:
+        header.append("train s/iter")
     lines = [f"# {experiment.title}", ""]
     if experiment.description:
         lines += [experiment.description, ""]
@@ -254,6 +418,9 @@ def format_results(experiment: Experiment, output_dir: Path, commands: Sequence[
             for metric in experiment.metrics:
                 value = report.get(metric)
                 cells.append(f"{value:.3f}" if isinstance(value, (int, float)) else "-")
+        if experiment.timing:
+            seconds = _seconds_per_iteration(output_dir / run.name)
+            cells.append("-" if seconds is None else f"{seconds:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     threads = torch.get_num_threads()
     lines += [
@@ -282,54 +449,75 @@ def run_experiment(
     only: Sequence[str] | None = None,
     executor: Callable[[list[str], Sequence[str]], int] | None = None,
 ) -> Path:
-    """Train and evaluate every run of ``experiment``; write and return ``results.md``.
+    """Prepare, train and evaluate every run of ``experiment``; write and return ``results.md``.
 
     ``results.md`` always covers the whole recipe: runs not (yet) done show "-", and the
-    commands section lists every run's commands.
+    commands section lists every run's commands (prepare, train, eval).
 
     Args:
         experiment: a recipe (:func:`load_experiment`).
         output_dir: one folder per run goes under it, then ``results.md``.
         extra_sets: ``key=value`` strings given to every run's ``--set`` after the recipe's.
-        dry_run: only print the commands (nothing is run or written); returns the would-be path.
+        dry_run: only print the commands, prepare steps included (nothing is run or written);
+            returns the would-be path.
         launcher: a program that starts the training processes, e.g.
             ``["torchrun", "--nproc-per-node", "4"]``: training then runs as
             ``torchrun --nproc-per-node 4 -m weakseg train ...`` (evaluation stays one process).
-        executor: runs one ``weakseg`` argument list (with the launcher, for training) and
-            returns its exit status; default: a subprocess, ``python -m weakseg`` with this
-            interpreter or ``LAUNCHER -m weakseg``.
+        executor: runs one ``weakseg`` argument list (prepare, train or eval; with the
+            launcher, for training) and returns its exit status; default: a subprocess,
+            ``python -m weakseg`` with this interpreter or ``LAUNCHER -m weakseg``.
         only: run only these runs (names; :meth:`Experiment.select` checks them).
 
     Raises:
-        RuntimeError: a command failed (named, with its exit status); finished runs are kept.
+        RuntimeError: a command failed (named, with its exit status), or a prepare step did not
+            create its ``creates`` path; finished runs are kept.
     """
     output_dir = Path(output_dir)
     execute = executor or _subprocess
     selected = {run.name for run in (experiment.select(only) if only else experiment).runs}
     commands: list[str] = []
     for run in experiment.runs:
-        steps = [train_command(run, experiment, output_dir, extra_sets)]
-        steps += [
-            eval_command(run, evaluation, output_dir) for evaluation in experiment.evaluations
+        run_dir = output_dir / run.name
+        steps: list[tuple[str, list[str], Path | None]] = [
+            ("prepare", arguments, creates)
+            for arguments, creates in prepare_commands(run, experiment, output_dir, extra_sets)
         ]
-        checkpoint = output_dir / run.name / "checkpoint.pth"
-        for index, arguments in enumerate(steps):
-            launch = tuple(launcher) if index == 0 else ()
+        steps.append(("train", train_command(run, experiment, output_dir, extra_sets), None))
+        steps += [
+            ("eval", eval_command(run, evaluation, output_dir), None)
+            for evaluation in experiment.evaluations
+        ]
+        for index, (kind, arguments, creates) in enumerate(steps):
+            launch = tuple(launcher) if kind == "train" else ()
             commands.append(_shown(arguments, launch))
             if run.name not in selected:
                 continue
             if dry_run:
                 print(commands[-1])
                 continue
-            if index > 0 and _up_to_date(Path(arguments[-1]), checkpoint):
+            if kind == "eval" and _up_to_date(Path(arguments[-1]), run_dir / "checkpoint.pth"):
                 print(f"[{run.name}] {arguments[-1]} is up to date")
                 continue
+            running = run_dir / f".prepare-{index}.running"
+            if creates is not None:
+                if creates.exists() and not running.exists():
+                    print(f"[{run.name}] {creates} exists: skipping '{commands[-1]}'")
+                    continue
+                run_dir.mkdir(parents=True, exist_ok=True)
+                running.touch()  # removed once the step succeeds: a stop midway reruns it
             print(f"[{run.name}] {commands[-1]}", flush=True)
             status = execute(arguments, launch)
             if status != 0:
                 raise RuntimeError(
                     f"run {run.name!r}: '{commands[-1]}' exited with status {status}"
                 )
+            if creates is not None:
+                if not creates.exists():
+                    raise RuntimeError(
+                        f"run {run.name!r}: '{commands[-1]}' succeeded but did not create "
+                        f"{creates} (its prepare step's 'creates')"
+                    )
+                running.unlink()
     results = output_dir / "results.md"
     if not dry_run:
         output_dir.mkdir(parents=True, exist_ok=True)

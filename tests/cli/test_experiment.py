@@ -1,5 +1,6 @@
 """``weakseg experiment`` end to end: a two-iteration recipe on a tiny folder data set trains,
-evaluates in subprocesses and writes the results table; bad recipes are clear errors."""
+evaluates in subprocesses and writes the results table; a GrabCut prepare step writes the masks
+its run trains on; bad recipes are clear errors."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import yaml
 
 from weakseg.cli import main
 from weakseg.data import write_synthetic_dataset
+from weakseg.experiments import load_experiment, run_experiment
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -74,3 +76,55 @@ def test_experiment_errors(tmp_path) -> None:
     recipe.write_text(yaml.safe_dump({"runs": [{"name": "a", "config": "c.yaml"}]}))
     with pytest.raises(SystemExit, match=r"unknown run\(s\) \['b'\]"):
         main(["experiment", str(recipe), "--only", "b"])
+
+
+def test_experiment_prepares_grabcut_masks_then_trains_on_them(tmp_path) -> None:
+    base = tmp_path / "grabcut.yaml"
+    base.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": "synthetic",
+                "synthetic_train": 4,
+                "synthetic_val": 2,
+                "synthetic_size": 32,
+                "supervision": "full",
+                "crop_size": 32,
+                "batch_size": 2,
+                "num_workers": 0,
+                "tensorboard": False,
+                "progress": False,
+            }
+        )
+    )
+    recipe = tmp_path / "table2.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "defaults": {"max_iterations": 1, "seed": 5},
+                "runs": [
+                    {
+                        "name": "grabcut",
+                        "config": str(base),
+                        "set": {"label_dir": "{run_dir}/masks"},
+                        "prepare": [
+                            {
+                                "command": "proposals grabcut --config {config} {settings} "
+                                "--n-iter 1 --no-progress",
+                                "creates": "{run_dir}/masks",
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    output = tmp_path / "out"
+    # the real commands, in this process (a subprocess each costs seconds of start-up)
+    run_experiment(load_experiment(recipe), output, executor=lambda arguments, _: main(arguments))
+    masks = sorted(path.name for path in (output / "grabcut" / "masks").iterdir())
+    # the masks of the training images that the run's settings (seed 5) generate
+    assert masks == [f"synthetic_{index:05d}.png" for index in range(4)]
+    assert (output / "grabcut" / "eval_plain.json").is_file()
+    text = (output / "results.md").read_text()
+    assert f"weakseg proposals grabcut --config {base} --set max_iterations=1" in text
+    assert f"--set label_dir={output}/grabcut/masks" in text

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from weakseg.crf import DenseCRF, dense_crf_inference, mean_field_energy
+from weakseg.crf._kernels import build_kernels
 
 from ._reference import free_energy, mean_field_step, pairwise_matrix
 
@@ -161,6 +162,38 @@ def test_gradcheck_through_iterations():
         lambda x, c: dense_crf_inference(x, images, n_iter=2, compat=c, backend="exact", **TINY),
         (logits, compat),
     )
+
+
+@pytest.mark.parametrize("normalization", ["symmetric", "none"])
+def test_gradcheck_potts_with_labels_and_valid_mask(normalization):
+    # Potts takes the fused update softmax(logits + M(q)); under autograd it must not reuse
+    # buffers, and without autograd (buffers reused across iterations) it must give the same Q.
+    logits, images = _inputs(b=2, k=3, spatial=(3, 4))
+    labels = torch.full((2, 3, 4), 255)
+    labels[:, 0, 0] = 1
+    valid = torch.ones(2, 3, 4, dtype=torch.bool)
+    valid[:, :, -1] = False
+    kw = {"n_iter": 3, "normalization": normalization, "backend": "exact", **TINY}
+    kw |= {"labels": labels, "valid_mask": valid}
+    logits.requires_grad_(True)
+    torch.autograd.gradcheck(lambda x: dense_crf_inference(x, images, **kw), (logits,))
+    with torch.no_grad():
+        q = dense_crf_inference(logits, images, **kw)
+    torch.testing.assert_close(dense_crf_inference(logits, images, **kw).detach(), q)
+
+
+def test_smoothness_kernel_is_reused_for_the_same_size_only():
+    kw = {"w_bilateral": 1.0, "theta_alpha": 3.0, "theta_beta": 40.0, "w_gaussian": 1.0}
+    kw |= {"theta_gamma": 1.5, "normalization": "symmetric", "spacing": None, "backend": "exact"}
+    images = torch.rand(1, 3, 6, 7, dtype=torch.float64) * 255
+    first, second = build_kernels(images, **kw), build_kernels(images * 0.5, **kw)
+    assert second[1][1] is first[1][1] and second[0][1] is not first[0][1]
+    assert build_kernels(images[..., :6], **kw)[1][1] is not first[1][1]
+    mask = torch.ones(1, 1, 6, 7, dtype=torch.float64)
+    masked = build_kernels(images, **kw, mask=mask)[1][1]
+    assert masked is not first[1][1]
+    q = torch.softmax(torch.randn(1, 3, 6, 7, dtype=torch.float64), dim=1)
+    torch.testing.assert_close(masked(q), first[1][1](q))
 
 
 def test_module_equals_function_and_repr():

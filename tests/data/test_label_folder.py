@@ -51,3 +51,13 @@ def test_errors_name_the_file(tmp_path) -> None:
         DataError, match=r"label file .*synthetic_00000.png holds label values \{7\}"
     ):
         wrapped[0]
+
+
+def test_resize_reads_labels_stored_at_another_size(tmp_path) -> None:
+    cues = np.full((12, 12), 255, dtype=np.uint8)  # half the 24 px image, e.g. SEC's cues
+    cues[0, :] = 0
+    cues[6, 3] = 2
+    write_label(tmp_path / "synthetic_00000.png", cues)
+    sample = LabelFolderDataset(_base(), tmp_path, resize=True)[0]
+    expected = torch.from_numpy(cues).long().repeat_interleave(2, 0).repeat_interleave(2, 1)
+    torch.testing.assert_close(sample["label"], expected)  # nearest neighbour

@@ -10,7 +10,9 @@ from weakseg.data.transforms import (
     PadIfNeeded,
     RandomScale,
     ValidMask,
+    denormalize,
     eval_transforms,
+    normalize,
     train_transforms,
 )
 
@@ -87,3 +89,12 @@ def test_transform_errors() -> None:
         PadIfNeeded(size_divisor=0)
     with pytest.raises(ValueError, match="mean has 2 values but the image has 3 channels"):
         PadIfNeeded((20, 20), mean=(1.0, 2.0))(_spatial())
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_denormalize_inverts_normalize_batched(channels: int) -> None:
+    raw = torch.rand(2, channels, 5, 6, dtype=torch.float64) * 255
+    normalized = torch.stack([normalize(image, IMAGENET_MEAN, IMAGENET_STD) for image in raw])
+    torch.testing.assert_close(denormalize(normalized, IMAGENET_MEAN, IMAGENET_STD), raw)
+    with pytest.raises(ValueError, match="mean has 2 values but the image has 3 channels"):
+        denormalize(torch.zeros(3, 2, 2), [1.0, 2.0], [1.0, 2.0])

@@ -281,6 +281,77 @@ def test_modules_equal_functions():
     assert "weight=2.0" in repr(SeedingLoss(2.0))
 
 
+def test_sec_loss_weights_and_no_boundary():
+    probs, images = _probs(2, 3, 6, 6), _images(2, 6, 6)
+    cues = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(2)) > 0.8
+    tags = torch.tensor([[1, 1, 0], [1, 0, 1]])
+    out = sec_loss(probs, images, cues, tags, boundary="none", seed_weight=2.0, expand_weight=0.5)
+    assert out.boundary.item() == 0.0 and out.boundary.dtype == probs.dtype
+    expected = 2.0 * seeding_loss(probs, cues) + 0.5 * expansion_loss(probs, tags)
+    torch.testing.assert_close(out.loss, expected)
+    assert "boundary='none'" in repr(SECLoss(boundary="none"))
+    assert "theta_alpha" not in repr(SECLoss(boundary="none"))
+
+
+def test_sec_loss_scale_factor_resizes_probs_pools_cues_and_mask():
+    probs, images = _probs(2, 3, 8, 8), _images(2, 8, 8)
+    cues = torch.zeros(2, 3, 8, 8, dtype=torch.bool)
+    cues[:, 0, 0, :] = True  # a one-pixel-thin cue: max pooling keeps it at half size
+    cues[0, 2, 5, 5] = True
+    tags = torch.tensor([[1, 0, 1], [1, 1, 0]])
+    valid = torch.ones(2, 8, 8, dtype=torch.bool)
+    valid[1, :, 6:] = False
+    kwargs = {"boundary": "dense_crf_loss", "sigma_xy": 2.0, "backend": "exact"}
+    got = sec_loss(probs, images, cues, tags, valid, scale_factor=0.5, **kwargs)
+    small = F.interpolate(probs, size=(4, 4), mode="bilinear", align_corners=False)
+    small_cues = F.max_pool2d(cues.double(), 2) > 0
+    assert bool(small_cues[:, 0, 0].all()) and bool(small_cues[0, 2, 2, 2])
+    small_valid = valid[:, ::2, ::2]  # nearest neighbour at half size
+    expected = sec_loss(small, images, small_cues, tags, small_valid, **kwargs)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)
+    module = SECLoss(scale_factor=0.5, **kwargs)
+    torch.testing.assert_close(module(probs, images, cues, tags, valid).loss, got.loss)
+    assert "scale_factor=0.5" in repr(module)
+
+
+def test_sec_loss_scale_factor_gradient_reaches_full_resolution():
+    logits = torch.randn(1, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    cues = torch.zeros(1, 3, 8, 8, dtype=torch.bool)
+    cues[0, 1, 3, 2:6] = True
+    out = sec_loss(
+        logits.softmax(1), _images(1, 8, 8), cues, torch.tensor([[1, 1, 0]]),
+        scale_factor=0.5, **TINY_CRF,
+    )  # fmt: skip
+    out.loss.backward()
+    assert logits.grad is not None and bool((logits.grad != 0).any())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"scale_factor": 1.5}, ValueError, r"scale_factor must be in \(0, 1\].*got 1\.5"),
+        ({"scale_factor": "half"}, TypeError, r"scale_factor must be a number .*got 'half'"),
+        ({"expand_weight": -2}, ValueError, r"expand_weight must be a finite number >= 0.*-2"),
+        ({"crf_normalization": "l1"}, ValueError, r"crf_normalization must be one of .*'l1'"),
+        ({"loss_normalization": "l1"}, ValueError, r"loss_normalization must be one of .*'l1'"),
+        ({"backend": "gpu"}, ValueError, r"backend must be one of .*got 'gpu'"),
+        ({"n_iter": -1}, ValueError, r"n_iter must be >= 0, got -1"),
+        ({"backprop_crf": "yes"}, TypeError, r"backprop_crf must be true or false, got 'yes'"),
+        ({"background_index": -1}, ValueError, r"background_index must be in .*got -1"),
+    ],
+)
+def test_sec_module_checks_every_parameter_when_built(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        SECLoss(**kwargs)
+
+
+def test_sec_loss_scale_factor_too_small():
+    with pytest.raises(ValueError, match=r"scale_factor=0\.1 shrinks the spatial size \(6, 6\)"):
+        sec_loss(_probs(1, 3, 6, 6), _images(1, 6, 6), torch.zeros(1, 3, 6, 6), torch.ones(1, 3),
+                 scale_factor=0.1)  # fmt: skip
+
+
 def test_inputs_not_modified():
     probs, images = _probs(1, 3, 6, 6), _images(1, 6, 6)
     cues = torch.rand(1, 3, 6, 6) > 0.8

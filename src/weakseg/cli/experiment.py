@@ -3,11 +3,14 @@
 Recipes live in ``configs/experiments/`` (one per table or figure of the paper; see
 :mod:`weakseg.experiments` for the format). Each run trains into ``OUTPUT/<run>`` with
 ``resume=auto``, so running the same command again skips finished runs and continues an
-interrupted one; ``OUTPUT/results.md`` gets the table and the exact commands.
+interrupted one; a run's prepare commands (e.g. the GrabCut masks of Table 2) run before its
+training and are skipped once their output exists. ``OUTPUT/results.md`` gets the table and the
+exact commands.
 
 Examples::
 
     weakseg experiment configs/experiments/acdc_table1.yaml --dry-run
+    weakseg experiment configs/experiments/synthetic_table2.yaml     # generated data, minutes
     weakseg experiment configs/experiments/acdc_table1.yaml --only pce dense_crf
     weakseg experiment configs/experiments/acdc_fig5.yaml --set max_iterations=100
     weakseg experiment configs/experiments/voc_table1.yaml --set data_root=data/VOC \

@@ -6,6 +6,7 @@ or the exact O(N^2) sum) is built once and reused for every mean-field iteration
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -41,6 +42,11 @@ class GaussianMessages:
     removed, so a pixel never sends a message to itself. ``mask`` (``[B, 1, *spatial]``, 0/1)
     removes pixels (padding) from the graph: they neither send nor receive messages.
 
+    Written as :math:`S K S v - \mathrm{diag}(s^2)\, v` with :math:`S = \mathrm{diag}(s)`,
+    :math:`s = d^{-1/2}` times the mask (``scale``, ``None`` for all ones) and the self weight
+    :math:`s^2` (``self_weight``), so that callers summing several kernels can fuse the scalings
+    and the self terms (see :func:`weakseg.crf.mean_field.run_mean_field`).
+
     Args:
         features: Tensor[B, D, *spatial], already divided by the bandwidths.
         normalization: ``"symmetric"`` or ``"none"``.
@@ -56,37 +62,34 @@ class GaussianMessages:
         mask: Tensor | None = None,
     ) -> None:
         features = features.detach()
-        self._filter: Callable[[Tensor], Tensor]
+        self.filter: Callable[[Tensor], Tensor]  # K v, self term included
         if backend == "lattice":
-            self._filter = PermutohedralLattice(features)
+            self.filter = PermutohedralLattice(features)
         else:
-            self._filter = lambda values: dense_gaussian_filter(values, features)
-        self._mask = mask
-        self._scale: Tensor | None = None
-        self._self_weight: Tensor | float = 1.0
+            self.filter = lambda values: dense_gaussian_filter(values, features)
+        self.scale: Tensor | None = mask  # s: (B, 1, *spatial) or None for all ones
+        self.self_weight: Tensor | float = 1.0 if mask is None else mask  # s^2
         if normalization == "symmetric":
             ones = features.new_ones((features.shape[0], 1, *features.shape[2:]))
             if mask is not None:
                 ones = ones * mask
             with torch.no_grad():
-                degree = self._filter(ones)  # (B, 1, *spatial), >= 1 where mask is 1
+                degree = self.filter(ones)  # (B, 1, *spatial), >= 1 where mask is 1
             # The lattice degree is approximate; keep it away from 0 so rsqrt stays finite.
-            self._scale = degree.clamp_min(1e-6).rsqrt()
-            self._self_weight = self._scale * self._scale
-        if mask is not None:
-            self._self_weight = self._self_weight * mask
+            self.scale = degree.clamp_min(1e-6).rsqrt_()
+            if mask is not None:
+                self.scale.mul_(mask)
+            self.self_weight = self.scale.square()
+
+    def scaled_filter(self, values: Tensor) -> Tensor:
+        """``S K S v``: the messages with the self term still in."""
+        if self.scale is None:
+            return self.filter(values)
+        return self.filter(values * self.scale) * self.scale
 
     def __call__(self, values: Tensor) -> Tensor:
         """``values [B, C, *spatial] -> messages [B, C, *spatial]`` (linear in ``values``)."""
-        x = values if self._mask is None else values * self._mask
-        if self._scale is not None:
-            x = x * self._scale
-        out = self._filter(x)
-        if self._scale is not None:
-            out = out * self._scale
-        if self._mask is not None:
-            out = out * self._mask
-        return out - self._self_weight * values
+        return self.scaled_filter(values) - self.self_weight * values
 
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
@@ -137,11 +140,11 @@ def check_logits_and_images(logits: Tensor, images: Tensor) -> None:
     check_finite("images", images)
 
 
-def check_compat(compat: Tensor | None, num_classes: int, like: Tensor) -> Tensor:
-    """Return the K x K label compatibility (cost) matrix; Potts ``1 - I`` when ``None``."""
+def check_compat(compat: Tensor | None, num_classes: int, like: Tensor) -> Tensor | None:
+    """Return the K x K label compatibility (cost) matrix on the device and in the dtype of
+    ``like``; ``None`` (Potts ``1 - I``, which inference never materializes) stays ``None``."""
     if compat is None:
-        eye = torch.eye(num_classes, device=like.device, dtype=like.dtype)
-        return 1.0 - eye
+        return None
     check_tensor("compat", compat)
     if compat.shape != (num_classes, num_classes):
         raise ValueError(
@@ -208,16 +211,42 @@ def build_kernels(
         feats = intensity_position_features(images, theta_beta, theta_alpha, spacing=spacing)
         kernels.append((w_bilateral, GaussianMessages(feats, normalization, backend, mask)))
     if w_gaussian > 0:
-        feats = position_features(
-            images.shape[0],
-            images.shape[2:],
-            theta_gamma,
-            spacing=spacing,
-            device=images.device,
-            dtype=images.dtype,
-        )
-        kernels.append((w_gaussian, GaussianMessages(feats, normalization, backend, mask)))
+        grid = (images.shape[0], tuple(images.shape[2:]), theta_gamma)
+        grid += (None if spacing is None else tuple(float(s) for s in spacing),)
+        if mask is None:
+            smoothness = _smoothness_messages(
+                *grid, normalization, backend, images.device, images.dtype
+            )
+        else:
+            smoothness = _build_smoothness_messages(
+                *grid, normalization, backend, images.device, images.dtype, mask
+            )
+        kernels.append((w_gaussian, smoothness))
     return kernels
+
+
+def _build_smoothness_messages(
+    batch_size: int,
+    spatial_shape: tuple[int, ...],
+    theta_gamma: float,
+    spacing: tuple[float, ...] | None,
+    normalization: str,
+    backend: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    mask: Tensor | None = None,
+) -> GaussianMessages:
+    """The smoothness kernel: a Gaussian over pixel positions only, whatever the image."""
+    feats = position_features(
+        batch_size, spatial_shape, theta_gamma, spacing=spacing, device=device, dtype=dtype
+    )
+    return GaussianMessages(feats, normalization, backend, mask)
+
+
+# The smoothness kernel depends on the image size only, so the last few are kept: inference on
+# images of one size (evaluation, proposals on fixed crops) builds its lattice and degrees once.
+# GaussianMessages is never modified after construction, so sharing it is safe.
+_smoothness_messages = functools.lru_cache(maxsize=4)(_build_smoothness_messages)
 
 
 def check_kernel_parameters(

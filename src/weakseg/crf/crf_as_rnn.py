@@ -45,6 +45,9 @@ class CRFasRNN(nn.Module):
         - logits: Tensor[B, K, *spatial] (2D or 3D); images: Tensor[B, C, *spatial].
         - output: Tensor[B, K, *spatial], probabilities.
 
+    :class:`~weakseg.models.CRFLayerModel` puts it after a segmentation network (the
+    ``crf_layer`` setting of ``weakseg train``, Table 4).
+
     Example:
         >>> layer = CRFasRNN(num_classes=3, n_iter=2, backend="exact")
         >>> q = layer(torch.randn(1, 3, 8, 8), torch.rand(1, 3, 8, 8) * 255)

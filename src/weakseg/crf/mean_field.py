@@ -49,15 +49,63 @@ __all__ = ["DenseCRF", "dense_crf_inference", "mean_field_energy"]
 _LINE_SEARCH_STEPS = tuple(0.5**j for j in range(11))
 
 
-def _pairwise(q: Tensor, kernels: Sequence[tuple[float, GaussianMessages]], compat: Tensor):
-    """Pairwise potential ``mu m(q)``: Tensor[B, K, *spatial], linear in ``q``."""
-    messages = None
-    for weight, kernel in kernels:
-        part = weight * kernel(q)
-        messages = part if messages is None else messages + part
-    if messages is None:
+class _Messages:
+    r"""The summed messages :math:`M(q) = \sum_m w^{(m)} (S_m K_m S_m q - s_m^2 q)` of prepared
+    kernels, one filtering per kernel; the scalings, weights and self terms are fused into
+    multiply-adds (:meth:`GaussianMessages.__call__` term by term, with fewer passes)."""
+
+    def __init__(self, kernels: Sequence[tuple[float, GaussianMessages]]) -> None:
+        self.terms = [(k, w if k.scale is None else w * k.scale) for w, k in kernels]
+        self.neg_self_weight = -sum(w * k.self_weight for w, k in kernels)  # Tensor or number
+
+    def __call__(
+        self,
+        q: Tensor,
+        base: Tensor | None = None,
+        out: Tensor | None = None,
+        scratch: Tensor | None = None,
+    ) -> Tensor:
+        """``base + M(q)`` (``M(q)`` when ``base`` is ``None``), written into ``out`` when given;
+        ``scratch`` (like ``q``) receives the scaled inputs. ``q`` and ``base`` are not modified.
+        Buffers cannot take part in autograd: pass them only when no gradient is needed."""
+        acc = base
+        for i, (kernel, coef) in enumerate(self.terms):
+            scaled = q if kernel.scale is None else torch.mul(q, kernel.scale, out=scratch)
+            acc = _add_scaled(acc, kernel.filter(scaled), coef, in_place=i > 0, out=out)
+        return _add_scaled(acc, q, self.neg_self_weight, in_place=bool(self.terms), out=out)
+
+
+def _add_scaled(
+    acc: Tensor | None, x: Tensor, coef: Tensor | float, *, in_place: bool, out: Tensor | None
+) -> Tensor:
+    """``acc + coef * x`` (``coef * x`` when ``acc`` is ``None``): in place on ``acc``, or into
+    ``out`` (a new tensor when ``None``). In place is autograd-safe: no backward formula of
+    these ops needs ``acc``."""
+    if acc is None:
+        return torch.mul(x, coef, out=out)
+    if isinstance(coef, Tensor):
+        return acc.addcmul_(x, coef) if in_place else torch.addcmul(acc, x, coef, out=out)
+    return acc.add_(x, alpha=coef) if in_place else torch.add(acc, x, alpha=coef, out=out)
+
+
+def _softmax_(logits: Tensor, in_place: bool) -> Tensor:
+    """Softmax over dim 1 that overwrites ``logits`` with its exponentials, and with the result
+    too if ``in_place`` (not under autograd, which keeps the exponentials for backward)."""
+    # Shifting by a constant per pixel leaves softmax unchanged, so the max needs no gradient.
+    exp = logits.sub_(logits.detach().amax(dim=1, keepdim=True)).exp_()
+    total = exp.sum(dim=1, keepdim=True)
+    return exp.div_(total) if in_place else exp / total
+
+
+def _pairwise(q: Tensor, messages: _Messages, compat: Tensor | None) -> Tensor:
+    """Pairwise potential ``mu M(q)``: Tensor[B, K, *spatial], linear in ``q``; Potts when
+    ``compat`` is ``None``, ``(1 - I) M = sum_l M_l - M``."""
+    if not messages.terms:
         return torch.zeros_like(q)
-    return torch.einsum("kl,bl...->bk...", compat, messages)  # (B, K, *spatial)
+    m = messages(q)
+    if compat is None:
+        return m.sum(dim=1, keepdim=True) - m
+    return torch.einsum("kl,bl...->bk...", compat, m)  # (B, K, *spatial)
 
 
 def _free_energy(
@@ -88,10 +136,33 @@ def _fixed_labels(
     return labeled, onehot
 
 
+def _potts_updates(
+    logits: Tensor,
+    q: Tensor,
+    messages: _Messages,
+    n_iter: int,
+    fixed: tuple[Tensor, Tensor] | None,
+) -> Tensor:
+    r"""``n_iter`` plain updates with Potts compatibility, from ``q`` (which may be overwritten).
+
+    The pairwise term :math:`\sum_l M_l - M` shifts the K logits of a pixel by the same
+    :math:`\sum_l M_l`, which softmax ignores: the update is ``softmax(logits + M(q))``, one
+    multiply-add chain and no K x K product. Without autograd the iterations share three
+    ``[B, K, *spatial]`` buffers (Q, the next Q, the scaled Q) instead of allocating new ones.
+    """
+    reuse = not (torch.is_grad_enabled() and logits.requires_grad)
+    scratch = torch.empty_like(q) if reuse else None
+    spare = torch.empty_like(q) if reuse else None
+    for _ in range(n_iter):
+        update = messages(q, base=logits, out=spare, scratch=scratch)
+        q, spare = _clamp(_softmax_(update, in_place=reuse), fixed), q if reuse else None
+    return q
+
+
 def run_mean_field(
     logits: Tensor,
     kernels: Sequence[tuple[float, GaussianMessages]],
-    compat: Tensor,
+    compat: Tensor | None,
     n_iter: int,
     *,
     fixed: tuple[Tensor, Tensor] | None = None,
@@ -105,33 +176,35 @@ def run_mean_field(
     iteration (one extra filtering per iteration unless ``line_search``, which needs it anyway).
     """
     q = _clamp(torch.softmax(logits, dim=1), fixed)
+    messages = _Messages(kernels)
+    unary = -torch.log_softmax(logits, dim=1) if energies is not None or line_search else None
     if not kernels or n_iter == 0:
         if energies is not None:
-            unary = -torch.log_softmax(logits, dim=1)
-            energies.append(_free_energy(q, unary, _pairwise(q, kernels, compat), valid))
+            energies.append(_free_energy(q, unary, _pairwise(q, messages, compat), valid))
         return q
-    unary = -torch.log_softmax(logits, dim=1)
+    if not line_search and compat is None and energies is None:
+        return _potts_updates(logits, q, messages, n_iter, fixed)
     if not line_search:
         for _ in range(n_iter):
-            pairwise = _pairwise(q, kernels, compat)
+            pairwise = _pairwise(q, messages, compat)
             if energies is not None:
                 energies.append(_free_energy(q, unary, pairwise, valid))
             q = _clamp(torch.softmax(logits - pairwise, dim=1), fixed)
         if energies is not None:
-            energies.append(_free_energy(q, unary, _pairwise(q, kernels, compat), valid))
+            energies.append(_free_energy(q, unary, _pairwise(q, messages, compat), valid))
         return q
     # Damped parallel updates q <- q + a (x - q): x - q is a descent direction of F, and by
     # linearity pairwise(q + a d) = pairwise(q) + a pairwise(d), so trying several steps a costs
     # no extra filtering. Each image takes the largest a in 1, 1/2, ..., 2^-10 that does not
     # increase its energy (a = 0 if none does, e.g. at a fixed point up to rounding).
-    pairwise = _pairwise(q, kernels, compat)
+    pairwise = _pairwise(q, messages, compat)
     energy = _free_energy(q, unary, pairwise, valid)
     if energies is not None:
         energies.append(energy)
     view = (-1,) + (1,) * (q.ndim - 1)
     for _ in range(n_iter):
         direction = _clamp(torch.softmax(logits - pairwise, dim=1), fixed) - q
-        pairwise_direction = _pairwise(direction, kernels, compat)
+        pairwise_direction = _pairwise(direction, messages, compat)
         step = torch.zeros_like(energy)
         best = energy
         pending = torch.ones_like(energy, dtype=torch.bool)
@@ -362,7 +435,7 @@ def mean_field_energy(
         )
     probs = probs.to(logits.dtype)
     unary = -torch.log_softmax(logits, dim=1)
-    return _free_energy(probs, unary, _pairwise(probs, kernels, compat), valid)
+    return _free_energy(probs, unary, _pairwise(probs, _Messages(kernels), compat), valid)
 
 
 class DenseCRF(nn.Module):

@@ -12,6 +12,9 @@ the dataset's own labels through. The paper's proposal baselines (Table 2) use i
 - ScribbleSup-style iterative proposals: the training loop points ``label_dir`` at each round's
   folder (:mod:`weakseg.proposals.iterative`); the first round trains on the scribbles.
 
+SEC (Table 3) reads its localization cues the same way (``cue_dir``, same format, 255 = no
+cue), with ``resize=True`` since cues are often stored at the network's output resolution.
+
 ``label_dir`` is read when a sample is loaded: set it between epochs (DataLoader workers copy
 the dataset when an epoch's iterator is created).
 """
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from torch.utils.data import Dataset
 
 from weakseg.data.dataset import Transform, to_sample
@@ -42,6 +46,8 @@ class LabelFolderDataset(Dataset):
         label_dir: folder of label PNGs named by sample id, or ``None`` for the dataset's own
             labels.
         transform: the joint transform to apply after the label is chosen.
+        resize: resize label maps of another size than their image to it (nearest neighbour)
+            instead of raising :class:`~weakseg.data.DataError`.
 
     Raises (when a sample is loaded):
         DataError: a missing, unreadable or wrongly sized label file, or one with class ids
@@ -59,6 +65,8 @@ class LabelFolderDataset(Dataset):
         dataset: Dataset,
         label_dir: str | Path | None = None,
         transform: Transform | None = None,
+        *,
+        resize: bool = False,
     ) -> None:
         if getattr(dataset, "transform", None) is not None:
             raise ValueError(
@@ -68,6 +76,7 @@ class LabelFolderDataset(Dataset):
         self.dataset = dataset
         self.label_dir = None if label_dir is None else Path(label_dir)
         self.transform = transform
+        self.resize = bool(resize)
         self.class_names = list(dataset.class_names)
         self.num_classes = len(self.class_names)
         self.has_masks = bool(getattr(dataset, "has_masks", False))
@@ -104,6 +113,8 @@ class LabelFolderDataset(Dataset):
         if not path.is_file():
             raise DataError(f"missing label file for id {sample_id!r} in {self.label_dir}: {path}")
         label = read_label(path, "label")
+        if label.shape != size and self.resize:
+            label = np.asarray(Image.fromarray(label).resize(size[::-1], Image.NEAREST))
         if label.shape != size:
             raise DataError(
                 f"size mismatch: label {path} is {label.shape[1]}x{label.shape[0]} (WxH) but the "

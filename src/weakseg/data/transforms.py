@@ -197,3 +197,13 @@ def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
     m = torch.tensor(_channel_fill(mean, channels), dtype=image.dtype) * 255.0
     s = torch.tensor(_channel_fill(std, channels), dtype=image.dtype) * 255.0
     return (image - m[:, None, None]) / s[:, None, None]
+
+
+def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """The inverse of :func:`normalize`: ``image * std + mean``, 0-255, for ``image [..., C, H,
+    W]`` (a batch too), on its device; gray images use the averages."""
+    channels = image.shape[-3]
+    like = {"dtype": image.dtype, "device": image.device}
+    m = torch.tensor(_channel_fill(mean, channels), **like) * 255.0
+    s = torch.tensor(_channel_fill(std, channels), **like) * 255.0
+    return image * s[:, None, None] + m[:, None, None]

@@ -30,6 +30,26 @@ The training modes of Table 2 of the paper:
   training images, refined with the scribbles clamped (``proposal_method: crf`` = mean field with
   the :func:`~weakseg.crf.dense_crf_inference` arguments of ``proposal_crf``, or ``grabcut``),
   become the full-mask labels (``output_dir/proposals/epoch_<N>/``).
+
+Table 3 (image tags): ``losses: {sec: {...}}`` with the keyword arguments of
+:class:`~weakseg.losses.SECLoss` (:data:`TAG_LOSSES`): SEC's seeding loss on localization cues,
+expansion loss on the image tags, and ``boundary: crf_inference`` (SEC's constrain-to-boundary;
+``backprop_crf: true`` differentiates through the mean field, ``false`` is the ``*`` variant),
+``dense_crf_loss`` (Tang et al.'s replacement) or ``none``. It *replaces* partial cross-entropy
+(regularizers may still be added; not ``densecrf_adm``). The tags are the sample's ``tags``
+(the classes of the full mask when the dataset has one, else of the scribbles). The cues are
+the training labels: ``cue_dir: DIR`` with ``supervision: tags`` reads them from
+``DIR/<id>.png`` (one class id per pixel, 255 = no cue, the format of
+:func:`~weakseg.losses.load_cues`; maps of another size than the image are resized, nearest).
+Computing SEC's cues (class activation maps plus saliency) is out of scope; as a stand-in,
+``supervision: scribbles`` (or ``clicks``) without ``cue_dir`` makes every scribbled pixel a
+cue of its class.
+
+Table 4 (CRF as a trainable layer): ``crf_layer: {n_iter: 5, ...}`` (keyword arguments of
+:class:`~weakseg.crf.CRFasRNN`, :data:`CRF_LAYER_KEYS`; ``{}`` for its defaults) follows the
+network with a CRF-as-RNN layer (:class:`~weakseg.models.CRFLayerModel`): the losses apply to
+its output, gradients flow through its iterations into the network and its parameters, and
+evaluation, prediction and the checkpoint use the wrapped model.
 """
 
 from __future__ import annotations
@@ -47,22 +67,25 @@ import torch
 import yaml
 from torch import nn
 
-from weakseg.crf import dense_crf_inference
-from weakseg.losses import DenseCRFLoss, GridPottsLoss, KernelCutLoss, NormalizedCutLoss
+from weakseg.crf import CRFasRNN, dense_crf_inference
+from weakseg.losses import DenseCRFLoss, GridPottsLoss, KernelCutLoss, NormalizedCutLoss, SECLoss
 from weakseg.proposals import DenseCRFADMLoss
 
 __all__ = [
+    "CRF_LAYER_KEYS",
     "DATASETS",
     "OPTIMIZERS",
     "PROPOSAL_CRF_KEYS",
     "PROPOSAL_LOSSES",
     "PROPOSAL_METHODS",
     "REGULARIZERS",
+    "TAG_LOSSES",
     "ConfigError",
     "TrainConfig",
     "apply_overrides",
     "build_regularizers",
     "load_config",
+    "normalize_crf_layer",
     "normalize_losses",
 ]
 
@@ -76,6 +99,8 @@ REGULARIZERS: dict[str, type[nn.Module]] = {
 }
 # Losses that replace partial cross-entropy (they contain it) instead of adding to it.
 PROPOSAL_LOSSES: dict[str, type[nn.Module]] = {"densecrf_adm": DenseCRFADMLoss}
+# Image-tag losses (Table 3): they replace partial cross-entropy; the labels are localization cues.
+TAG_LOSSES: dict[str, type[nn.Module]] = {"sec": SECLoss}
 # Iterative proposals: how the network's predictions are refined into full masks.
 PROPOSAL_METHODS: tuple[str, ...] = ("crf", "grabcut")
 # The keyword arguments of dense_crf_inference that ``proposal_crf`` may set.
@@ -89,6 +114,25 @@ PROPOSAL_CRF_KEYS: tuple[str, ...] = (
     "normalization",
     "backend",
     "line_search",
+)
+# The keyword arguments of CRFasRNN that ``crf_layer`` may set (K comes from the dataset).
+CRF_LAYER_KEYS: tuple[str, ...] = (
+    "n_iter",
+    "w_bilateral",
+    "theta_alpha",
+    "theta_beta",
+    "w_gaussian",
+    "theta_gamma",
+    "normalization",
+    "backend",
+)
+# String-valued loss and CRF parameters (any other string value is read as a number).
+_STRING_KEYS: tuple[str, ...] = (
+    "normalization",
+    "backend",
+    "boundary",
+    "crf_normalization",
+    "loss_normalization",
 )
 
 
@@ -108,8 +152,10 @@ class TrainConfig:
     supervision: str = "scribbles"  # scribbles | clicks | full | tags | unlabeled
     shorten_ratio: float = 1.0
     unlabeled_split: str | None = None  # semi-supervised: this split's images, without labels
+    labeled_fraction: float = 1.0  # semi-supervised: share of train_split images keeping labels
     scribble_dir: str | None = None  # voc: ScribbleSup PNGs (default VOC2012/pascal_2012_scribble)
     label_dir: str | None = None  # full masks DIR/<id>.png replacing the labels (supervision: full)
+    cue_dir: str | None = None  # localization cues DIR/<id>.png for losses.sec (supervision: tags)
     channels: int | None = None  # force 1 (gray) or 3 image channels
     mean: list[float] | None = None  # 0-255; None = ImageNet
     std: list[float] | None = None
@@ -129,6 +175,8 @@ class TrainConfig:
     sync_bn: bool = False
     # loss: partial cross-entropy + these regularizers (densecrf_adm replaces the pCE)
     losses: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # CRF-as-RNN layer after the network (Table 4): CRFasRNN keyword arguments; None = off
+    crf_layer: dict[str, Any] | None = None
     # iterative proposals (ScribbleSup-style): every N epochs, predictions -> full-mask labels
     proposal_every: int | None = None  # epochs per round; None = off
     proposal_method: str = "crf"  # crf (mean field, scribbles clamped) | grabcut
@@ -211,6 +259,54 @@ class TrainConfig:
                 f"dense CRF loss; use one of them ({source})"
             )
         self._validate_proposals(source)
+        self._validate_labeled_fraction(source)
+        self._validate_tags(source)
+        self.crf_layer = normalize_crf_layer(self.crf_layer, source)
+
+    def _validate_labeled_fraction(self, source: str) -> None:
+        if not 0.0 < self.labeled_fraction <= 1.0:
+            raise ConfigError(
+                f"labeled_fraction is the share of the training images that keep their labels, "
+                f"in (0, 1]; got {self.labeled_fraction} ({source})"
+            )
+        if self.labeled_fraction < 1.0 and self.supervision not in ("scribbles", "clicks", "full"):
+            raise ConfigError(
+                f"labeled_fraction={self.labeled_fraction} removes the labels of some images, but "
+                f"supervision={self.supervision!r} has no pixel labels; use scribbles, clicks "
+                f"or full ({source})"
+            )
+
+    def _validate_tags(self, source: str) -> None:
+        """``losses.sec`` needs localization cues: ``cue_dir``, or the scribbles."""
+        if self.cue_dir is not None:
+            if "sec" not in self.losses:
+                raise ConfigError(
+                    f"cue_dir={self.cue_dir!r} holds localization cues for the SEC losses; add "
+                    f"losses: {{sec: {{...}}}} or remove cue_dir ({source})"
+                )
+            if self.supervision != "tags":
+                raise ConfigError(
+                    f"cue_dir={self.cue_dir!r}: the cues replace the labels, set supervision: "
+                    f"tags, got supervision={self.supervision!r} ({source})"
+                )
+        if "sec" not in self.losses:
+            return
+        if "densecrf_adm" in self.losses:
+            raise ConfigError(
+                f"losses: sec and densecrf_adm both replace partial cross-entropy; use one of "
+                f"them ({source})"
+            )
+        if self.label_dir is not None or self.proposal_every is not None:
+            raise ConfigError(
+                f"losses.sec trains on localization cues, not on label_dir masks or proposals "
+                f"(proposal_every); remove those or use cue_dir ({source})"
+            )
+        if self.cue_dir is None and self.supervision not in ("scribbles", "clicks"):
+            raise ConfigError(
+                f"losses.sec needs localization cues: set cue_dir: DIR (with supervision: tags), "
+                f"or use the scribbled pixels as cues with supervision: scribbles or clicks; got "
+                f"supervision={self.supervision!r} ({source})"
+            )
 
     def _validate_proposals(self, source: str) -> None:
         if self.label_dir is not None:
@@ -306,12 +402,12 @@ def normalize_losses(losses: dict[str, Any], source: str = "config") -> dict[str
     """Check a ``losses`` mapping (name -> keyword arguments) and convert numbers written as
     strings (YAML 1.1 reads ``2e-9`` as one) to floats.
 
-    Names are those of :data:`REGULARIZERS` and :data:`PROPOSAL_LOSSES`. Raises ConfigError for
-    an unknown regularizer or parameter, naming it.
+    Names are those of :data:`REGULARIZERS`, :data:`PROPOSAL_LOSSES` and :data:`TAG_LOSSES`.
+    Raises ConfigError for an unknown regularizer or parameter, naming it.
     """
     if not isinstance(losses, dict):
         raise ConfigError(f"losses must be a mapping of regularizer name to parameters ({source})")
-    known_losses = {**REGULARIZERS, **PROPOSAL_LOSSES}
+    known_losses = {**REGULARIZERS, **PROPOSAL_LOSSES, **TAG_LOSSES}
     normalized = {}
     for name, params in losses.items():
         if name not in known_losses:
@@ -324,22 +420,35 @@ def normalize_losses(losses: dict[str, Any], source: str = "config") -> dict[str
             raise ConfigError(f"losses.{name} must be a mapping of parameters, got {params!r}")
         cls = known_losses[name]
         allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-        kwargs = {}
-        for key, value in params.items():
-            if key not in allowed:
-                raise ConfigError(
-                    f"unknown parameter {key!r} in losses.{name} ({source}); known: "
-                    f"{', '.join(allowed)}{_suggest(key, allowed)}"
-                )
-            kwargs[key] = _number(f"losses.{name}.{key}", key, value, source)
-        normalized[name] = kwargs
+        normalized[name] = _keyword_arguments(f"losses.{name}", params, allowed, source)
     return normalized
+
+
+def _keyword_arguments(
+    where: str, params: dict[str, Any], allowed: Sequence[str], source: str
+) -> dict[str, Any]:
+    """``params`` checked against the ``allowed`` names, numbers converted (:func:`_number`)
+    and an integral ``n_iter`` made an int; ``where`` names the mapping in the errors."""
+    kwargs = {}
+    for key, value in params.items():
+        if key not in allowed:
+            raise ConfigError(
+                f"unknown parameter {key!r} in {where} ({source}); known: "
+                f"{', '.join(allowed)}{_suggest(key, allowed)}"
+            )
+        value = _number(f"{where}.{key}", key, value, source)
+        if key == "n_iter" and isinstance(value, float):
+            if not value.is_integer():
+                raise ConfigError(f"{where}.n_iter must be an integer, got {value!r} ({source})")
+            value = int(value)
+        kwargs[key] = value
+    return kwargs
 
 
 def _number(where: str, key: str, value: Any, source: str) -> Any:
     """``value``, as a float when it is a string (YAML 1.1 reads ``2e-9`` as one), except for
     the string-valued keys."""
-    if isinstance(value, str) and key not in ("normalization", "backend"):
+    if isinstance(value, str) and key not in _STRING_KEYS:
         try:
             return float(value)
         except ValueError:
@@ -356,17 +465,7 @@ def normalize_proposal_crf(params: Any, source: str = "config") -> dict[str, Any
     params = {} if params is None else params
     if not isinstance(params, dict):
         raise ConfigError(f"proposal_crf must be a mapping of parameters, got {params!r}")
-    kwargs = {}
-    for key, value in params.items():
-        if key not in PROPOSAL_CRF_KEYS:
-            raise ConfigError(
-                f"unknown parameter {key!r} in proposal_crf ({source}); known: "
-                f"{', '.join(PROPOSAL_CRF_KEYS)}{_suggest(key, PROPOSAL_CRF_KEYS)}"
-            )
-        value = _number(f"proposal_crf.{key}", key, value, source)
-        if key == "n_iter" and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        kwargs[key] = value
+    kwargs = _keyword_arguments("proposal_crf", params, PROPOSAL_CRF_KEYS, source)
     try:  # reject bad values now rather than at the first proposal round, epochs later
         dense_crf_inference(torch.zeros(1, 2, 3, 3), torch.zeros(1, 1, 3, 3), **kwargs)
     except (TypeError, ValueError) as exc:
@@ -374,16 +473,39 @@ def normalize_proposal_crf(params: Any, source: str = "config") -> dict[str, Any
     return kwargs
 
 
+def normalize_crf_layer(params: Any, source: str = "config") -> dict[str, Any] | None:
+    """Check ``crf_layer``: ``None`` (no layer) or keyword arguments of
+    :class:`~weakseg.crf.CRFasRNN` among :data:`CRF_LAYER_KEYS`, whose values a layer built
+    here accepts.
+
+    Raises ConfigError naming an unknown key or a rejected value.
+    """
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        raise ConfigError(
+            f"crf_layer must be a mapping of CRFasRNN parameters ({{}} for the defaults) or "
+            f"null, got {params!r} ({source})"
+        )
+    kwargs = _keyword_arguments("crf_layer", params, CRF_LAYER_KEYS, source)
+    try:  # reject bad values now rather than at the first training step
+        CRFasRNN(2, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"crf_layer: {exc} ({source})") from None
+    return kwargs
+
+
 def build_regularizers(losses: dict[str, Any], source: str = "config") -> dict[str, nn.Module]:
-    """The loss modules of a ``losses`` mapping (name -> keyword arguments): regularizers, and
-    :class:`~weakseg.proposals.DenseCRFADMLoss` for ``densecrf_adm``.
+    """The loss modules of a ``losses`` mapping (name -> keyword arguments): regularizers,
+    :class:`~weakseg.proposals.DenseCRFADMLoss` for ``densecrf_adm`` and
+    :class:`~weakseg.losses.SECLoss` for ``sec``.
 
     Raises ConfigError for an unknown regularizer or parameter (naming it), and for values the
     loss module rejects.
     """
     modules = {}
     for name, kwargs in normalize_losses(losses, source).items():
-        cls = {**REGULARIZERS, **PROPOSAL_LOSSES}[name]
+        cls = {**REGULARIZERS, **PROPOSAL_LOSSES, **TAG_LOSSES}[name]
         try:
             if isinstance(kwargs.get("compat"), list):  # a K x K label cost written in YAML
                 kwargs = {**kwargs, "compat": torch.tensor(kwargs["compat"], dtype=torch.float32)}

@@ -11,6 +11,14 @@ Resuming a run exactly needs the data of every step to depend only on ``(seed, e
 With ``label_dir`` (GrabCut masks) or ``proposal_every`` (iterative proposals) the training
 split is a :class:`~weakseg.data.LabelFolderDataset`, whose ``label_dir`` says where the
 labels come from (:func:`label_folder` finds it).
+
+Semi-supervised training (Sec. 4.5 of the paper) mixes labeled and unlabeled images in each
+batch: partial cross-entropy sees the labeled pixels only (it is 0 on a batch without any) and
+the regularizers see every image. The unlabeled images come from ``unlabeled_split``, or, with
+``labeled_fraction: f < 1``, from the training split itself: :class:`PartiallyLabeled` keeps the
+labels of ``f * N`` of its ``N`` images, rounded half up (:func:`labeled_indices`: chosen by
+``seed``; the images of a smaller fraction are among those of a larger one), and makes the
+others' ``label`` all 255, like ``supervision: unlabeled`` (their ``tags`` and ``mask`` stay).
 """
 
 from __future__ import annotations
@@ -32,19 +40,26 @@ from weakseg.data import (
     eval_transforms,
     train_transforms,
 )
+from weakseg.data.io import IGNORE_INDEX
 from weakseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from weakseg.engine.config import ConfigError, TrainConfig
 
 __all__ = [
     "EpochSeeded",
+    "PartiallyLabeled",
     "ShardedSampler",
     "build_dataset",
     "build_datasets",
     "build_train_loader",
     "build_val_loader",
     "label_folder",
+    "labeled_indices",
     "pad_collate",
 ]
+
+# Entropy that separates the choice of the labeled images from the other draws of ``seed`` (the
+# sampler's epoch-0 order is ``randperm`` of the same seed).
+_LABELED_STREAM = 0x1ABE1ED
 
 
 class ShardedSampler(Sampler[int]):
@@ -108,6 +123,61 @@ class EpochSeeded(Dataset):
             np.random.set_state(numpy_state)  # noqa: NPY002
 
 
+def labeled_indices(size: int, fraction: float, seed: int = 0) -> list[int]:
+    """The sorted indices of the ``fraction * size`` images (rounded half up, at least one) that
+    keep their labels in semi-supervised training: the first ones of a permutation drawn from
+    ``seed``, so the images of a smaller fraction are among those of a larger one.
+
+    Raises:
+        ValueError: ``fraction`` outside (0, 1], or ``size`` < 1.
+
+    Example:
+        >>> len(labeled_indices(10, 0.25)), len(labeled_indices(10, 0.5))
+        (3, 5)
+        >>> set(labeled_indices(10, 0.25)) <= set(labeled_indices(10, 0.5))
+        True
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    count = max(1, int(fraction * size + 0.5))
+    order = np.random.default_rng([seed, _LABELED_STREAM]).permutation(size)
+    return sorted(int(index) for index in order[:count])
+
+
+class PartiallyLabeled(Dataset):
+    """``dataset`` with the ``label`` of every sample but the ``labeled`` ones all 255 (unlabeled:
+    only the regularizers apply to it); other keys unchanged.
+
+    Args:
+        dataset: a weakseg training set (any of :func:`build_datasets`' kinds).
+        labeled: the indices that keep their labels (:func:`labeled_indices`).
+
+    Example::
+
+        >>> train = PartiallyLabeled(train, labeled_indices(len(train), 0.25, seed=0))
+    """
+
+    def __init__(self, dataset: Dataset, labeled: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.labeled = frozenset(int(index) for index in labeled)
+        self.class_names = list(dataset.class_names)
+        self.has_masks = bool(getattr(dataset, "has_masks", False))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.dataset[index]
+        if index not in self.labeled:
+            sample = {**sample, "label": torch.full_like(sample["label"], IGNORE_INDEX)}
+        return sample
+
+    def __repr__(self) -> str:
+        return f"PartiallyLabeled({self.dataset!r}, {len(self.labeled)} of {len(self)} labeled)"
+
+
 def _mean_std(config: TrainConfig) -> tuple[Sequence[float], Sequence[float]]:
     return tuple(config.mean or IMAGENET_MEAN), tuple(config.std or IMAGENET_STD)
 
@@ -147,12 +217,15 @@ def build_dataset(
 def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset | None, list[str], int]:
     """``(train, val or None, class_names, in_channels)`` of ``config``.
 
-    ``train`` mixes in the ``unlabeled_split`` images (label all 255) when set; ``val`` has full
+    With ``labeled_fraction < 1`` the training split is a :class:`PartiallyLabeled` (the others
+    lose their labels); ``train`` mixes in the ``unlabeled_split`` images (label all 255) when
+    set; ``val`` has full
     masks (``supervision="unlabeled"``: it needs no scribbles). With ``label_dir`` the training
     split is a :class:`~weakseg.data.LabelFolderDataset` reading its labels there (the dataset's
     own labels are not needed: it is read with ``supervision="unlabeled"``); with
     ``proposal_every`` it is one with ``label_dir=None`` (the scribbles, until the training loop
-    points it at a proposal folder).
+    points it at a proposal folder); with ``cue_dir`` it is one reading SEC's localization cues
+    there (resized to the image when stored at another size).
     """
     mean, _ = _mean_std(config)
     scale = tuple(config.scale_range) if config.scale_range is not None else None
@@ -162,12 +235,19 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset | None, list[s
     if config.label_dir is not None:
         base = build_dataset(config, config.train_split, "unlabeled")
         train = LabelFolderDataset(base, config.label_dir, transform)
+    elif config.cue_dir is not None:  # SEC's localization cues as the labels
+        base = build_dataset(config, config.train_split, "unlabeled")
+        train = LabelFolderDataset(base, config.cue_dir, transform, resize=True)
     elif config.proposal_every is not None:
         base = build_dataset(config, config.train_split, config.supervision)
         train = LabelFolderDataset(base, None, transform)
     else:
         train = build_dataset(config, config.train_split, config.supervision, transform)
     class_names = list(train.class_names)
+    if config.labeled_fraction < 1.0:
+        train = PartiallyLabeled(
+            train, labeled_indices(len(train), config.labeled_fraction, config.seed)
+        )
     if config.unlabeled_split:
         unlabeled = build_dataset(config, config.unlabeled_split, "unlabeled", transform)
         train = ConcatDataset([train, unlabeled])
@@ -187,9 +267,12 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset | None, list[s
 
 def label_folder(dataset: Dataset) -> LabelFolderDataset | None:
     """The :class:`~weakseg.data.LabelFolderDataset` of a training set of
-    :func:`build_datasets` (also inside its ``unlabeled_split`` mix), or ``None``."""
+    :func:`build_datasets` (also inside its ``unlabeled_split`` mix or a
+    :class:`PartiallyLabeled`), or ``None``."""
     if isinstance(dataset, ConcatDataset):
         dataset = dataset.datasets[0]
+    if isinstance(dataset, PartiallyLabeled):
+        dataset = dataset.dataset
     return dataset if isinstance(dataset, LabelFolderDataset) else None
 
 

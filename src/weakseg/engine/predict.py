@@ -15,7 +15,7 @@ from weakseg.data.io import read_image, write_label
 from weakseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from weakseg.engine.checkpoint import load_checkpoint
 from weakseg.engine.evaluate import predict_probs
-from weakseg.models import build_model
+from weakseg.models import build_crf_layer_model, build_model
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -68,6 +68,9 @@ def load_trained_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The model of a ``weakseg train`` checkpoint (eval mode, on ``device``) and the checkpoint.
 
+    A checkpoint trained with ``crf_layer`` gives the network wrapped with its trained
+    CRF-as-RNN layer (:class:`~weakseg.models.CRFLayerModel`).
+
     Raises:
         FileNotFoundError: no such file.
         ValueError: not a weakseg training checkpoint (no ``model_config``).
@@ -82,6 +85,14 @@ def load_trained_model(
         in_channels=model_config["in_channels"],
         output_stride=model_config.get("output_stride"),
     )
+    if model_config.get("crf_layer") is not None:
+        model = build_crf_layer_model(
+            model,
+            model_config["num_classes"],
+            model_config["crf_layer"],
+            model_config["mean"],
+            model_config["std"],
+        )
     model.load_state_dict(checkpoint["model"])
     return model.to(device).eval(), checkpoint
 

@@ -18,6 +18,14 @@ The training modes of Table 2 of the paper (see :mod:`weakseg.engine.config`):
   the scribbles clamped are written to ``output_dir/proposals/epoch_<e>/`` and become the
   labels; a resumed run reuses the folder of its round.
 
+Table 3 (image tags), ``losses: {sec: ...}``: SEC's seeding + expansion + constrain-to-boundary
+(or dense CRF) loss replaces pCE; the labels are the localization cues (``cue_dir``, or the
+scribbles as a stand-in) and the batch's ``tags`` the image-level labels. Table 4's trainable
+CRF, ``crf_layer: {...}``: the network is wrapped in a
+:class:`~weakseg.models.CRFLayerModel` (CRF-as-RNN on the batch's ``image_raw``), whose
+``log Q`` output the losses see; the checkpoint's ``model_config`` records the layer so that
+``weakseg eval`` / ``predict`` rebuild the same wrapped model.
+
 Logged terms (``metrics.jsonl``, TensorBoard): ``pce``; each regularizer's *weighted*
 contribution under its name (for ADM, ``densecrf_adm`` = the proposal cross-entropy); ``loss``
 = their sum; and, not part of the sum, ``dense_crf_value``: the *unweighted* dense CRF loss
@@ -63,6 +71,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
 from weakseg import __version__
+from weakseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from weakseg.engine.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from weakseg.engine.config import ConfigError, TrainConfig, build_regularizers, load_config
 from weakseg.engine.evaluate import evaluate
@@ -72,8 +81,8 @@ from weakseg.engine.loaders import (
     build_val_loader,
     label_folder,
 )
-from weakseg.losses import DenseCRFLoss, partial_cross_entropy
-from weakseg.models import build_model
+from weakseg.losses import DenseCRFLoss, SECLoss, cues_from_labels, partial_cross_entropy
+from weakseg.models import build_crf_layer_model, build_model
 from weakseg.proposals import (
     DenseCRFADMLoss,
     proposal_round,
@@ -159,8 +168,8 @@ def poly_lr_lambda(
 def compute_loss(
     logits: Tensor, batch: dict[str, Tensor], regularizers: dict[str, nn.Module]
 ) -> tuple[Tensor, dict[str, float]]:
-    r"""Partial cross-entropy (or DenseCRF-ADM) plus the regularizers, on logits upsampled to
-    the input size.
+    r"""Partial cross-entropy (or DenseCRF-ADM, or SEC) plus the regularizers, on logits
+    upsampled to the input size.
 
     .. math::
         L = \ell_{pCE}(S, Y) + \sum_r \lambda_r R_r(S)
@@ -168,37 +177,49 @@ def compute_loss(
         L = \ell_{pCE}(S, Y) + \frac{1}{|\Omega_U|} \sum_{p \in \Omega_U} H(X_p, S_p)
             + \sum_r \lambda_r R_r(S)
 
+    and with SEC (Table 3) :math:`L = L_{SEC}(S, C, T, I) + \sum_r \lambda_r R_r(S)`, the cues
+    :math:`C` being the labels (each labeled pixel a cue of its class) and :math:`T` the tags.
+
     Args:
         logits: Tensor[B, K, h, w] network output (any resolution).
         batch: ``label`` Tensor[B, H, W] (255 = unlabeled), ``image_raw`` Tensor[B, C, H, W]
-            (0-255), ``valid_mask`` Tensor[B, H, W] bool; on the logits' device.
+            (0-255), ``valid_mask`` Tensor[B, H, W] bool, and for SEC ``tags`` Tensor[B, K]
+            bool; on the logits' device.
         regularizers: name -> loss module (already weighted, e.g. ``DenseCRFLoss(weight=...)``);
-            at most one :class:`~weakseg.proposals.DenseCRFADMLoss`, which replaces partial
-            cross-entropy (it contains it).
+            at most one that replaces partial cross-entropy: a
+            :class:`~weakseg.proposals.DenseCRFADMLoss` (it contains pCE) or a
+            :class:`~weakseg.losses.SECLoss`.
 
     Returns:
-        The total loss Tensor[] and every term's value as floats: ``pce``, then each
-        regularizer's weighted contribution (ADM: the proposal cross-entropy), ``loss`` = their
-        sum; with ``densecrf_adm`` or an "affinity"-normalized full-resolution ``dense_crf``,
-        also ``dense_crf_value`` (the unweighted dense CRF loss, see the module docstring),
-        which is not part of the sum.
+        The total loss Tensor[] and every term's value as floats: ``pce`` (SEC: ``seeding``,
+        ``expansion`` and, unless its ``boundary`` is ``"none"``, ``boundary``, each weighted),
+        then each regularizer's weighted contribution (ADM: the proposal cross-entropy),
+        ``loss`` = their sum; with ``densecrf_adm`` or an "affinity"-normalized full-resolution
+        ``dense_crf``, also ``dense_crf_value`` (the unweighted dense CRF loss, see the module
+        docstring), which is not part of the sum.
     """
     label = batch["label"]
     logits = logits.float()
     if logits.shape[-2:] != label.shape[-2:]:
         logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
-    pce = partial_cross_entropy(logits, label)
-    total = pce
-    terms = {"pce": pce.detach()}
     adm = {n: m for n, m in regularizers.items() if isinstance(m, DenseCRFADMLoss)}
-    if len(adm) > 1:
-        raise ValueError(f"at most one DenseCRF-ADM loss, got {', '.join(adm)}")
+    sec = {n: m for n, m in regularizers.items() if isinstance(m, SECLoss)}
+    if len(adm) + len(sec) > 1:
+        raise ValueError(
+            f"at most one loss that replaces partial cross-entropy, got {', '.join([*adm, *sec])}"
+        )
+    if sec:
+        total, terms = _sec_terms(next(iter(sec.values())), logits, batch)
+    else:
+        pce = partial_cross_entropy(logits, label)
+        total = pce
+        terms = {"pce": pce.detach()}
     for name, module in adm.items():  # replaces pCE, which it contains
         out = module(logits, batch["image_raw"], label, batch["valid_mask"])
         total = out.loss
         terms[name] = (out.loss - pce).detach()
         terms["dense_crf_value"] = out.dense_crf_loss
-    others = {n: m for n, m in regularizers.items() if n not in adm}
+    others = {n: m for n, m in regularizers.items() if n not in adm and n not in sec}
     if others:
         probs = logits.softmax(dim=1)  # (B, K, H, W) at full resolution
         for name, regularizer in others.items():
@@ -211,6 +232,23 @@ def compute_loss(
                     terms["dense_crf_value"] = unweighted
     terms["loss"] = total.detach()
     return total, {k: float(v) for k, v in terms.items()}
+
+
+def _sec_terms(
+    module: SECLoss, logits: Tensor, batch: dict[str, Tensor]
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """SEC's loss on ``logits [B, K, H, W]`` and its weighted terms: the cues are the labels
+    ``[B, H, W]`` (255 = no cue), the tags ``batch["tags"] [B, K]``."""
+    probs = logits.softmax(dim=1)  # (B, K, H, W)
+    cues = cues_from_labels(batch["label"], probs.shape[1])  # (B, K, H, W)
+    out = module(probs, batch["image_raw"], cues, batch["tags"], batch["valid_mask"])
+    terms = {
+        "seeding": module.seed_weight * out.seeding.detach(),
+        "expansion": module.expand_weight * out.expansion.detach(),
+    }
+    if module.boundary != "none":
+        terms["boundary"] = module.boundary_weight * out.boundary.detach()
+    return out.loss, terms
 
 
 def _dense_crf_value(regularizer: DenseCRFLoss, weighted: Tensor) -> Tensor | None:
@@ -250,7 +288,10 @@ def train_step(
         sync = model.no_sync() if skip_sync else contextlib.nullcontext()
         with sync:
             with torch.autocast(device.type, enabled=use_amp):
-                logits = model(batch["image"])
+                if config.crf_layer is not None:  # the CRF layer filters the 0-255 image
+                    logits = model(batch["image"], batch["image_raw"])
+                else:
+                    logits = model(batch["image"])
             loss, terms = compute_loss(logits, batch, regularizers)
             if not math.isfinite(terms["loss"]):
                 raise FloatingPointError(f"non-finite loss: {terms}")
@@ -519,6 +560,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
         pretrained=config.pretrained,
         output_stride=config.output_stride,
     )
+    if config.crf_layer is not None:  # Table 4: network + trainable CRF-as-RNN layer
+        model_config.update(
+            crf_layer=dict(config.crf_layer),
+            mean=list(config.mean or IMAGENET_MEAN),
+            std=list(config.std or IMAGENET_STD),
+        )
+        model = build_crf_layer_model(
+            model, len(class_names), config.crf_layer, model_config["mean"], model_config["std"]
+        )
     if distributed and config.sync_bn:
         if device.type != "cuda":
             raise ConfigError(

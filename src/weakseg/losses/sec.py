@@ -10,13 +10,19 @@ losses of the softmax output :math:`S` ``[B, K, *spatial]``:
 
 :func:`sec_loss` adds them up; with ``boundary="dense_crf_loss"`` the third term is replaced by
 the dense CRF loss of eq. (4) (:func:`~weakseg.losses.dense_crf_loss`), the variant of Table 3
-that needs no iterative inference.
+that needs no iterative inference; ``boundary="none"`` leaves it out (seeding + expansion, the
+first column of Table 3). ``scale_factor`` runs all three at a reduced resolution, like SEC's
+41x41 score map of a 321x321 crop (``scale_factor=0.125``).
 
 Localization cues. SEC's seeds come from class activation maps (CAM, Zhou et al. 2016) of a
 classification network trained on the same tags, thresholded, plus a background cue from a
 saliency map. **Computing them is out of scope here**: cues are an input, given either as a
 tensor ``[B, K, *spatial]`` (bool or 0/1, several classes per pixel allowed) or as a folder of
 PNGs read by :func:`load_cues` (one class id per pixel, ``255`` = no cue).
+
+``weakseg train`` trains with :class:`SECLoss` through ``losses: {sec: {...}}`` (its keyword
+arguments), the cues being the training labels (``cue_dir``, or the scribbles as a stand-in)
+and the tags each sample's ``tags``; see :mod:`weakseg.engine.config`.
 
 Example:
     >>> probs = torch.randn(2, 3, 16, 16).softmax(dim=1)
@@ -46,8 +52,17 @@ from weakseg._validation import (
     check_same_device,
     check_tensor,
 )
+from weakseg.crf._kernels import NORMALIZATIONS as CRF_NORMALIZATIONS
+from weakseg.crf._kernels import check_kernel_parameters, check_n_iter
 from weakseg.crf.mean_field import dense_crf_inference
-from weakseg.losses._affinity import check_choice, check_images, check_probs, check_valid_mask
+from weakseg.losses._affinity import (
+    NORMALIZATIONS,
+    check_choice,
+    check_images,
+    check_nonnegative,
+    check_probs,
+    check_valid_mask,
+)
 from weakseg.losses.dense_crf import dense_crf_loss
 
 __all__ = [
@@ -65,8 +80,8 @@ __all__ = [
     "seeding_loss",
 ]
 
-Boundary = Literal["crf_inference", "dense_crf_loss"]
-BOUNDARIES: tuple[str, ...] = ("crf_inference", "dense_crf_loss")
+Boundary = Literal["crf_inference", "dense_crf_loss", "none"]
+BOUNDARIES: tuple[str, ...] = ("crf_inference", "dense_crf_loss", "none")
 NO_CUE = 255
 
 # SEC's constrain-to-boundary CRF: the Krähenbühl & Koltun defaults of its CRF wrapper (bilateral
@@ -114,6 +129,44 @@ def _check_binary(name: str, value: Tensor, layout: str) -> Tensor:
             f"entries such as {shown}"
         )
     return value != 0
+
+
+def _check_scale_factor(value: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"scale_factor must be a number in (0, 1], got {value!r}") from None
+    if not 0 < number <= 1:
+        raise ValueError(f"scale_factor must be in (0, 1] (a downscaling), got {value!r}")
+    return number
+
+
+def _rescale(
+    probs: Tensor, cues: Tensor, valid_mask: Tensor | None, scale_factor: float
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``probs`` (bilinear), ``cues`` (max pooling) and ``valid_mask`` (nearest) at
+    ``scale_factor`` of their spatial size.
+
+    Max pooling makes a cell a cue of every class cued inside it, so that thin cues (scribbles)
+    survive the shrinking; a bilinear mean of probabilities is still a distribution.
+    """
+    size = [int(s * scale_factor) for s in probs.shape[2:]]
+    if min(size) < 1:
+        raise ValueError(
+            f"scale_factor={scale_factor} shrinks the spatial size {tuple(probs.shape[2:])} "
+            f"to {tuple(size)}: use a larger scale_factor"
+        )
+    linear, pool = (
+        ("bilinear", F.adaptive_max_pool2d)
+        if probs.ndim == 4
+        else ("trilinear", F.adaptive_max_pool3d)
+    )
+    probs = F.interpolate(probs, size=size, mode=linear, align_corners=False)  # (B, K, *size)
+    cues = pool(cues.to(probs.dtype), size) > 0  # (B, K, *size)
+    if valid_mask is not None:
+        mask = valid_mask.unsqueeze(1).to(probs.dtype)
+        valid_mask = F.interpolate(mask, size=size, mode="nearest")[:, 0] > 0.5  # (B, *size)
+    return probs, cues, valid_mask
 
 
 def _check_cues(cues: Tensor, probs: Tensor) -> Tensor:
@@ -526,8 +579,9 @@ def constrain_to_boundary_loss(
 class SECLossOutput(NamedTuple):
     """What :func:`sec_loss` returns: the total and its three (unweighted) terms, all scalars.
 
-    ``loss = seeding + expansion + boundary_weight * boundary``; only ``loss`` needs backward,
-    the terms are there for logging.
+    ``loss = seed_weight * seeding + expand_weight * expansion + boundary_weight * boundary``
+    (``boundary`` is 0 with ``boundary="none"``); only ``loss`` needs backward, the terms are
+    there for logging.
     """
 
     loss: Tensor
@@ -544,7 +598,10 @@ def sec_loss(
     valid_mask: Tensor | None = None,
     *,
     boundary: Boundary = "crf_inference",
+    seed_weight: float = 1.0,
+    expand_weight: float = 1.0,
     boundary_weight: float = 1.0,
+    scale_factor: float = 1.0,
     q_fg: float = 0.996,
     q_bg: float = 0.999,
     q_absent: float = 0.0,
@@ -562,20 +619,25 @@ def sec_loss(
     loss_normalization: str = "affinity",
     backend: str = "lattice",
 ) -> SECLossOutput:
-    r"""The SEC training loss, or its Table 3 variant with the dense CRF loss.
+    r"""The SEC training loss, or its Table 3 variants with the dense CRF loss or without a
+    boundary term.
 
     .. math::
-        L = L_{seed}(S, C) + L_{expand}(S, T) + w\,L_{boundary}(S, I)
+        L = w_{s}\,L_{seed}(S, C) + w_{e}\,L_{expand}(S, T) + w_{b}\,L_{boundary}(S, I)
 
     with :math:`L_{boundary}` = :func:`constrain_to_boundary_loss` for
-    ``boundary="crf_inference"`` (SEC) or :func:`~weakseg.losses.dense_crf_loss` for
-    ``boundary="dense_crf_loss"`` (Tang et al., Table 3: no iterative inference). SEC weighs the
-    three terms equally (``boundary_weight=1``).
+    ``boundary="crf_inference"`` (SEC), :func:`~weakseg.losses.dense_crf_loss` for
+    ``boundary="dense_crf_loss"`` (Tang et al., Table 3: no iterative inference) or 0 for
+    ``boundary="none"``. SEC weighs the three terms equally (all weights 1).
 
-    ``images`` are resized (bilinear) to the spatial size of ``probs`` for either boundary
-    term, so every spatial std (``theta_*``, ``sigma_xy``) is in pixels of ``probs``: for a
-    score map at output stride 8, divide image-pixel stds by 8. ``valid_mask`` only affects
-    the boundary term (seeds and tags have no padding issue: leave padded pixels without cue).
+    With ``scale_factor < 1`` the three terms act on ``probs`` resized by that factor (bilinear;
+    SEC's losses act on the 41x41 score map of a 321x321 crop, ``scale_factor=0.125``), the cues
+    max-pooled to that size (a cell is a cue of every class cued inside it) and ``valid_mask``
+    resized (nearest). ``images`` are resized (bilinear) to that size for either boundary term,
+    so every spatial std (``theta_*``, ``sigma_xy``) is in pixels of the map the losses act on:
+    for a score map at output stride 8, divide image-pixel stds by 8. The GWRP decays depend on
+    that map's size too (SEC's are for 41x41). ``valid_mask`` only affects the boundary term
+    (seeds and tags have no padding issue: leave padded pixels without cue).
 
     Args:
         probs: Tensor[B, K, *spatial], softmax probabilities.
@@ -583,8 +645,9 @@ def sec_loss(
         cues: Tensor[B, K, *spatial] bool or 0/1, see :func:`seeding_loss`.
         tags: Tensor[B, K] bool or 0/1, see :func:`expansion_loss`.
         valid_mask: optional bool Tensor[B, *spatial].
-        boundary: ``"crf_inference"`` or ``"dense_crf_loss"``.
-        boundary_weight: weight ``w`` (>= 0) of the boundary term.
+        boundary: ``"crf_inference"``, ``"dense_crf_loss"`` or ``"none"``.
+        seed_weight, expand_weight, boundary_weight: the weights (>= 0) of the three terms.
+        scale_factor: in (0, 1], the resolution of the losses relative to ``probs``.
         q_fg, q_bg, q_absent, background_index: see :func:`expansion_loss`.
         n_iter, w_bilateral, theta_alpha, theta_beta, w_gaussian, theta_gamma, backprop_crf:
             see :func:`constrain_to_boundary_loss` (``crf_normalization`` is its
@@ -597,16 +660,20 @@ def sec_loss(
         :class:`SECLossOutput` ``(loss, seeding, expansion, boundary)``.
 
     Raises:
-        ValueError: an unknown ``boundary``, a negative ``boundary_weight``, and everything the
-            three terms raise.
+        ValueError: an unknown ``boundary``, a negative weight, a ``scale_factor`` outside
+            (0, 1] or one that shrinks ``probs`` to nothing, and everything the three terms
+            raise.
     """
     check_choice("boundary", boundary, BOUNDARIES)
-    try:
-        weight = float(boundary_weight)
-    except (TypeError, ValueError):
-        raise TypeError(f"boundary_weight must be a number >= 0, got {boundary_weight!r}") from None
-    if not 0 <= weight < float("inf"):
-        raise ValueError(f"boundary_weight must be a finite number >= 0, got {boundary_weight!r}")
+    seed_weight = check_nonnegative("seed_weight", seed_weight)
+    expand_weight = check_nonnegative("expand_weight", expand_weight)
+    boundary_weight = check_nonnegative("boundary_weight", boundary_weight)
+    scale_factor = _check_scale_factor(scale_factor)
+    if scale_factor != 1:
+        check_probs(probs, check_valid_mask(valid_mask, probs))
+        probs, cues, valid_mask = _rescale(
+            probs, _check_cues(cues, probs), valid_mask, scale_factor
+        )
     seed = seeding_loss(probs, cues)
     expand = expansion_loss(
         probs, tags, q_fg=q_fg, q_bg=q_bg, q_absent=q_absent, background_index=background_index
@@ -626,7 +693,7 @@ def sec_loss(
             backend=backend,
             backprop_crf=backprop_crf,
         )
-    else:
+    elif boundary == "dense_crf_loss":
         constrain = dense_crf_loss(
             _resize_images(images, probs),
             probs,
@@ -636,7 +703,10 @@ def sec_loss(
             normalization=loss_normalization,  # type: ignore[arg-type]
             backend=backend,  # type: ignore[arg-type]
         )
-    return SECLossOutput(seed + expand + weight * constrain, seed, expand, constrain)
+    else:
+        constrain = seed.new_zeros(())
+    total = seed_weight * seed + expand_weight * expand + boundary_weight * constrain
+    return SECLossOutput(total, seed, expand, constrain)
 
 
 class SeedingLoss(nn.Module):
@@ -749,6 +819,11 @@ class SECLoss(nn.Module):
     """Holds the hyper-parameters of :func:`sec_loss`; ``forward`` returns its
     :class:`SECLossOutput`.
 
+    Every hyper-parameter is checked here, also those of the boundary term not in use, so that
+    a bad value fails when the loss is built rather than at its first call. It is the
+    ``losses: {sec: ...}`` training mode of ``weakseg train`` (see
+    :mod:`weakseg.engine.config`).
+
     Example:
         >>> criterion = SECLoss(boundary="dense_crf_loss", sigma_xy=10.0, backend="exact")
         >>> probs = torch.randn(1, 2, 8, 8).softmax(dim=1)
@@ -762,7 +837,10 @@ class SECLoss(nn.Module):
         self,
         *,
         boundary: Boundary = "crf_inference",
+        seed_weight: float = 1.0,
+        expand_weight: float = 1.0,
         boundary_weight: float = 1.0,
+        scale_factor: float = 1.0,
         q_fg: float = 0.996,
         q_bg: float = 0.999,
         q_absent: float = 0.0,
@@ -782,20 +860,39 @@ class SECLoss(nn.Module):
     ) -> None:
         super().__init__()
         check_choice("boundary", boundary, BOUNDARIES)
+        check_choice("crf_normalization", crf_normalization, CRF_NORMALIZATIONS)
+        check_choice("loss_normalization", loss_normalization, NORMALIZATIONS)
+        if not isinstance(backprop_crf, bool):
+            raise TypeError(f"backprop_crf must be true or false, got {backprop_crf!r}")
+        if background_index is not None:  # its upper bound (K - 1) is checked at the call
+            _check_background_index(background_index, background_index + 1)
         self.boundary = boundary
-        self.boundary_weight = float(boundary_weight)
+        self.seed_weight = check_nonnegative("seed_weight", seed_weight)
+        self.expand_weight = check_nonnegative("expand_weight", expand_weight)
+        self.boundary_weight = check_nonnegative("boundary_weight", boundary_weight)
+        self.scale_factor = _check_scale_factor(scale_factor)
         self.q_fg = _check_decay("q_fg", q_fg)
         self.q_bg = _check_decay("q_bg", q_bg)
         self.q_absent = _check_decay("q_absent", q_absent)
         self.background_index = background_index
-        self.n_iter = n_iter
-        self.w_bilateral = float(w_bilateral)
-        self.theta_alpha = check_positive("theta_alpha", theta_alpha)
-        self.theta_beta = check_positive("theta_beta", theta_beta)
-        self.w_gaussian = float(w_gaussian)
-        self.theta_gamma = check_positive("theta_gamma", theta_gamma)
+        self.n_iter = check_n_iter(n_iter)
+        (
+            self.w_bilateral,
+            self.theta_alpha,
+            self.theta_beta,
+            self.w_gaussian,
+            self.theta_gamma,
+        ) = check_kernel_parameters(
+            w_bilateral,
+            theta_alpha,
+            theta_beta,
+            w_gaussian,
+            theta_gamma,
+            crf_normalization,
+            backend,
+        )
         self.crf_normalization = crf_normalization
-        self.backprop_crf = bool(backprop_crf)
+        self.backprop_crf = backprop_crf
         self.sigma_rgb = check_positive("sigma_rgb", sigma_rgb)
         self.sigma_xy = check_positive("sigma_xy", sigma_xy)
         self.loss_normalization = loss_normalization
@@ -809,6 +906,8 @@ class SECLoss(nn.Module):
         tags: Tensor,
         valid_mask: Tensor | None = None,
     ) -> SECLossOutput:
+        """``probs [B, K, *spatial]``, ``images [B, C, *spatial']`` (0-255), ``cues [B, K,
+        *spatial]``, ``tags [B, K]``, ``valid_mask [B, *spatial]`` -> :class:`SECLossOutput`."""
         return sec_loss(
             probs,
             images,
@@ -816,7 +915,10 @@ class SECLoss(nn.Module):
             tags,
             valid_mask,
             boundary=self.boundary,
+            seed_weight=self.seed_weight,
+            expand_weight=self.expand_weight,
             boundary_weight=self.boundary_weight,
+            scale_factor=self.scale_factor,
             q_fg=self.q_fg,
             q_bg=self.q_bg,
             q_absent=self.q_absent,
@@ -837,21 +939,24 @@ class SECLoss(nn.Module):
 
     def extra_repr(self) -> str:
         common = (
-            f"boundary={self.boundary!r}, boundary_weight={self.boundary_weight}, "
-            f"q_fg={self.q_fg}, q_bg={self.q_bg}, q_absent={self.q_absent}, "
-            f"background_index={self.background_index}"
+            f"boundary={self.boundary!r}, seed_weight={self.seed_weight}, "
+            f"expand_weight={self.expand_weight}, boundary_weight={self.boundary_weight}, "
+            f"scale_factor={self.scale_factor}, q_fg={self.q_fg}, q_bg={self.q_bg}, "
+            f"q_absent={self.q_absent}, background_index={self.background_index}"
         )
         if self.boundary == "crf_inference":
             specific = (
-                f"n_iter={self.n_iter}, w_bilateral={self.w_bilateral}, "
+                f", n_iter={self.n_iter}, w_bilateral={self.w_bilateral}, "
                 f"theta_alpha={self.theta_alpha:.4g}, theta_beta={self.theta_beta}, "
                 f"w_gaussian={self.w_gaussian}, theta_gamma={self.theta_gamma:.4g}, "
                 f"crf_normalization={self.crf_normalization!r}, "
                 f"backprop_crf={self.backprop_crf}"
             )
-        else:
+        elif self.boundary == "dense_crf_loss":
             specific = (
-                f"sigma_rgb={self.sigma_rgb}, sigma_xy={self.sigma_xy}, "
+                f", sigma_rgb={self.sigma_rgb}, sigma_xy={self.sigma_xy}, "
                 f"loss_normalization={self.loss_normalization!r}"
             )
-        return f"{common}, {specific}, backend={self.backend!r}"
+        else:
+            return common
+        return f"{common}{specific}, backend={self.backend!r}"

@@ -19,6 +19,8 @@ name                               network                                     o
 All return logits ``[B, K, H, W]`` at the input resolution (bilinear upsampling of the head's
 output). The output-stride defaults are those of the original networks (torchvision's for its
 models); U-Net and LargeFOV have a fixed architecture and reject any other ``output_stride``.
+:class:`CRFLayerModel` follows any of them with a trainable CRF-as-RNN layer (the
+``crf_layer`` setting of ``weakseg train``).
 
 Example:
     >>> model = build_model("unet", num_classes=4, in_channels=1)
@@ -43,12 +45,14 @@ from weakseg.models.backbones import (
     adapt_first_conv,
     load_backbone_state_dict,
 )
+from weakseg.models.crf_layer import CRFLayerModel, build_crf_layer_model
 from weakseg.models.deeplab import BackboneHeadNet, DeepLabLargeFOV, DeepLabV3Plus
 from weakseg.models.unet import UNet
 
 __all__ = [
     "MODEL_NAMES",
     "BackboneHeadNet",
+    "CRFLayerModel",
     "DeepLabLargeFOV",
     "DeepLabV3Plus",
     "MobileNetBackbone",
@@ -56,6 +60,7 @@ __all__ = [
     "UNet",
     "VGG16Backbone",
     "adapt_first_conv",
+    "build_crf_layer_model",
     "build_model",
     "load_backbone_state_dict",
     "load_pretrained",
