@@ -68,3 +68,12 @@ def test_segment_command_grid_potts_and_nearest_init(tmp_path):
     assert main([*argv, "-o", str(out), "--loss", "grid_potts", "--init", "nearest"]) == 0
     mask = np.asarray(Image.open(out))
     assert (mask[:, :8] == 0).mean() > 0.9 and (mask[:, 8:] == 1).mean() > 0.9
+
+
+def test_segment_command_reports_mismatched_scribbles(tmp_path, capsys):
+    Image.fromarray(np.zeros((12, 16), dtype=np.uint8)).save(tmp_path / "image.png")
+    Image.fromarray(np.full((10, 16), 255, dtype=np.uint8)).save(tmp_path / "scribbles.png")
+    argv = ["segment", str(tmp_path / "image.png"), "--scribbles", str(tmp_path / "scribbles.png")]
+    assert main([*argv, "-o", str(tmp_path / "mask.png")]) == 1
+    assert "size mismatch" in capsys.readouterr().err
+    assert not (tmp_path / "mask.png").exists()

@@ -1,4 +1,4 @@
-"""The numba backend's own machinery: key bounds, work split across threads, fast exp, buffers.
+"""The numba backend's own machinery: key bounds, work split across threads, fast exp, blur.
 
 Its operator is compared with the PyTorch reference in ``test_lattice.py``; these tests pin the
 pieces that the reference does not have.
@@ -80,16 +80,6 @@ def test_fast_exp_is_accurate_over_the_calibration_range() -> None:
     for sq in np.linspace(0.0, 40.0, 4001):
         exact = math.exp(-0.5 * sq)
         assert abs(numba_backend._exp_minus_half(sq) - exact) <= 1e-12 * exact
-
-
-@pytest.mark.parametrize("shape", [(3, 4), (5, 1 << 20)])  # small: np.empty; large: huge pages
-def test_buffers_are_writable_and_outlive_their_allocator(shape: tuple[int, int]) -> None:
-    array = numba_backend._empty(shape, np.float32)
-    assert array.shape == shape and array.dtype == np.float32 and array.flags.writeable
-    array[...] = 2.5
-    tensor = torch.from_numpy(array)
-    del array
-    assert float(tensor.sum()) == pytest.approx(2.5 * shape[0] * shape[1])
 
 
 def test_parallel_blur_equals_serial_blur() -> None:

@@ -1,6 +1,7 @@
 """``weakseg segment IMAGE --scribbles S.png -o MASK.png``: segment one image from its scribbles.
 
-IMAGE is any image Pillow reads (gray stays gray, everything else becomes RGB, 0-255).
+IMAGE is any image Pillow reads (gray stays gray, everything else becomes RGB, 0-255; 16-bit
+images are rescaled to 0-255), read by :func:`weakseg.data.io.read_image`.
 S.png holds class ids ``0..K-1`` per pixel and 255 for unlabeled pixels; MASK.png receives the
 class ids of every pixel (8-bit, same size).
 """
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
+from weakseg.data.io import DataError, check_same_size, read_image, read_label, write_label
 from weakseg.segment import SEGMENT_INITS, SEGMENT_LOSSES, segment_image
 
 # The command's defaults are segment_image's, so that the two cannot drift apart.
@@ -63,39 +65,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _load_image(path: str) -> torch.Tensor:
-    image = Image.open(path)
-    image = image.convert("L") if image.mode in ("L", "I", "I;16", "F") else image.convert("RGB")
-    array = np.asarray(image, dtype=np.float32)
-    if array.ndim == 2:
-        array = array[None]
-    else:
-        array = array.transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(array))  # (C, H, W)
-
-
 def run(args: argparse.Namespace) -> int:
-    image = _load_image(args.image).to(args.device)
-    scribbles = torch.from_numpy(np.asarray(Image.open(args.scribbles), dtype=np.int64))
-    if scribbles.ndim != 2:
-        raise SystemExit(f"--scribbles must be a single-channel label PNG, got {scribbles.shape}")
-    start = time.perf_counter()
-    labels = segment_image(
-        image,
-        scribbles.to(args.device),
-        loss=args.loss,
-        weight=args.weight,
-        gamma=args.gamma,
-        sigma_rgb=args.sigma_rgb,
-        sigma_xy=args.sigma_xy,
-        num_classes=args.num_classes,
-        n_steps=args.steps,
-        lr=args.lr,
-        init=args.init,
-        scale_factor=args.scale_factor,
-        backend=args.backend,
-    )
+    try:
+        image = read_image(args.image)  # (C, H, W) float32 in 0-255; 16-bit rescaled
+        scribbles = read_label(args.scribbles, what="scribbles")  # (H, W) uint8
+        check_same_size(
+            image.shape[1:], scribbles.shape, Path(args.image), Path(args.scribbles), "scribbles"
+        )
+        start = time.perf_counter()
+        labels = segment_image(
+            torch.from_numpy(image).to(args.device),
+            torch.from_numpy(scribbles).long().to(args.device),
+            loss=args.loss,
+            weight=args.weight,
+            gamma=args.gamma,
+            sigma_rgb=args.sigma_rgb,
+            sigma_xy=args.sigma_xy,
+            num_classes=args.num_classes,
+            n_steps=args.steps,
+            lr=args.lr,
+            init=args.init,
+            scale_factor=args.scale_factor,
+            backend=args.backend,
+        )
+    except (DataError, ValueError, TypeError) as exc:
+        print(f"weakseg segment: error: {exc}", file=sys.stderr)
+        return 1
     elapsed = time.perf_counter() - start
-    Image.fromarray(labels.cpu().numpy().astype(np.uint8)).save(args.output)
+    write_label(args.output, labels.cpu().numpy(), palette=False)
     print(f"wrote {args.output} ({labels.shape[1]}x{labels.shape[0]}, {elapsed:.2f} s)")
     return 0

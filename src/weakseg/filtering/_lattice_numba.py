@@ -10,14 +10,13 @@ compact table per element, which also serves the neighbour lookups. Key bounds c
 features' bounding box (no pass over the points). Splat accumulates into one buffer per thread,
 blur and slice run in parallel over vertices and points; small lattices blur serially, because
 starting a parallel region costs more than a pass. Values stay channel-major ``[B, C, N]``
-throughout. Large buffers are backed by huge pages (see :func:`_empty`). Tested equal to
+throughout. Tested equal to
 :mod:`weakseg.filtering._lattice_torch` up to floating-point rounding.
 """
 
 from __future__ import annotations
 
 import math
-import mmap
 import os
 
 import numba
@@ -41,7 +40,6 @@ if os.environ.get("NUMBA_THREADING_LAYER") is None:
     numba.config.THREADING_LAYER = "workqueue"
 
 _CHUNK = 2048  # points per parallel work item
-_HUGE_ALLOCATION_BYTES = 8 << 20  # arrays from this size on are backed by huge pages
 _BLOCK = 64  # points transposed at once between channel-major and point-major
 _EMPTY = -1  # empty slot of the hash table (keys are >= 0)
 _HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing
@@ -588,21 +586,6 @@ def _layout_from_feature_range(
         return None
 
 
-def _empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
-    """``np.empty``, backed by transparent huge pages when large (on Linux).
-
-    The first write to a fresh 4 KiB page costs a page fault: measured ~2 us each on the 2-core
-    VM, i.e. ~45 ms for the 88 MB output of 21 channels at 512 x 512 x 4, nearly as much as
-    computing it. Huge pages fault 512 times less often.
-    """
-    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-    if nbytes < _HUGE_ALLOCATION_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return np.empty(shape, dtype)
-    buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    buffer.madvise(mmap.MADV_HUGEPAGE)
-    return np.frombuffer(buffer, dtype).reshape(shape)  # unmapped with the last reference
-
-
 class NumbaLatticeOps:
     """The lattice of ``points [P, d]`` (CPU) with ``apply(values [B, C, N]) -> [B, C, N]``."""
 
@@ -635,13 +618,12 @@ class NumbaLatticeOps:
         part_size = -(-points_per_batch // parts)
         bits = max(10, math.ceil(math.log2(max(2, part_size))) + 1)
         tasks = batch_size * parts
-        self._bary = _empty((points.shape[0], d + 1), array.dtype)
-        local = _empty((points.shape[0] * (d + 1),), np.int32)
+        self._bary = np.empty((points.shape[0], d + 1), array.dtype)
+        local = np.empty((points.shape[0] * (d + 1),), np.int32)
         while True:
-            table_keys = _empty((tasks, 1 << bits), np.int64)
-            table_keys.fill(-1)
-            table_index = _empty((tasks, 1 << bits), np.int32)
-            vertex_keys = _empty((tasks, 1 << (bits - 1)), np.int64)
+            table_keys = np.full((tasks, 1 << bits), _EMPTY, np.int64)
+            table_index = np.empty((tasks, 1 << bits), np.int32)
+            vertex_keys = np.empty((tasks, 1 << (bits - 1)), np.int64)
             counts = _splat_weights_and_vertices(
                 array,
                 elevation,
@@ -720,7 +702,7 @@ class NumbaLatticeOps:
             lattice.dtype.type(BLUR_CENTER),
             lattice.dtype.type(BLUR_NEIGHBOR),
         )
-        out = _empty(array.shape, array.dtype)
+        out = np.empty(array.shape, array.dtype)
         _slice(
             lattice,
             self._vertex_of_entry,
