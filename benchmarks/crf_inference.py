@@ -31,10 +31,6 @@ import time
 from collections.abc import Callable
 from types import ModuleType
 
-# isort: off
-import weakseg  # noqa: F401  first, so that PyTorch's idle OpenMP threads wait passively
-# isort: on
-
 import numpy as np
 import torch
 

@@ -17,10 +17,6 @@ import statistics
 import time
 from collections.abc import Callable
 
-# isort: off
-import weakseg  # noqa: F401  first, so that PyTorch's idle OpenMP threads wait passively
-# isort: on
-
 import torch
 from torch import Tensor
 

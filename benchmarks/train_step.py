@@ -14,10 +14,6 @@ import argparse
 import statistics
 import time
 
-# isort: off
-import weakseg  # noqa: F401  first, so that PyTorch's idle OpenMP threads wait passively
-# isort: on
-
 import torch
 from torch.utils.data import DataLoader
 

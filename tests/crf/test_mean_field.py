@@ -154,6 +154,25 @@ def test_labels_are_clamped_and_valid_mask_excludes_pixels():
     torch.testing.assert_close(qv[..., :5], cropped)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("normalization", ["symmetric", "none"])
+def test_flat_lattice_updates_equal_the_differentiable_path(dtype, normalization):
+    # Without autograd, lattice kernels run the flat path (weights folded into splat and slice,
+    # the fused update kernel for float32 with numba); with autograd, the term-by-term path.
+    logits, images = _inputs(b=2, k=4, spatial=(9, 11), dtype=dtype)
+    labels = torch.full((2, 9, 11), 255)
+    labels[0, 2, 3], labels[1, 5, 5], labels[1, 0, 10] = 1, 3, 0
+    valid = torch.ones(2, 9, 11, dtype=torch.bool)
+    valid[1, :, 8:] = False
+    kwargs = {"labels": labels, "valid_mask": valid, "normalization": normalization, **TINY}
+    fast = dense_crf_inference(logits, images, **kwargs)
+    reference = dense_crf_inference(logits.clone().requires_grad_(True), images, **kwargs)
+    assert fast.dtype == dtype
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(fast, reference.detach(), rtol=tolerance, atol=tolerance)
+    assert float(fast[0, 1, 2, 3]) == 1.0 and float(fast[1, 3, 5, 5]) == 1.0
+
+
 def test_gradcheck_through_iterations():
     logits, images = _inputs(b=1, k=2, spatial=(3, 4))
     logits.requires_grad_(True)

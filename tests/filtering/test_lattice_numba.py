@@ -93,3 +93,55 @@ def test_parallel_blur_equals_serial_blur() -> None:
     parallel = numba_backend._blur_parallel(lattice, *args)
     assert ops.num_vertices > numba_backend._CHUNK  # several chunks
     np.testing.assert_array_equal(parallel, serial)
+
+
+def test_loading_the_backend_keeps_pytorchs_thread_count() -> None:
+    # Starting numba's OpenMP threads resets the OpenMP thread count that PyTorch reads.
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        numba_backend._launch_threads()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _filter_in_child(queue, backend: str) -> None:  # runs in a forked process
+    from weakseg.filtering import PermutohedralLattice
+
+    torch.set_num_threads(1)  # as in a DataLoader worker: PyTorch's own OpenMP is not fork-safe
+
+    features = torch.arange(40.0).reshape(1, 2, 20) / 7
+    try:
+        lattice = PermutohedralLattice(features, backend=backend)
+        queue.put((lattice.backend, lattice(torch.ones(1, 1, 20)).tolist()))
+    except RuntimeError as error:
+        queue.put(("error", str(error)))
+
+
+@pytest.mark.skipif(
+    not numba_available() or numba_backend.numba.threading_layer() != "omp",
+    reason="only the OpenMP threading layer is unsafe after fork",
+)
+def test_forked_child_falls_back_to_the_torch_backend() -> None:
+    # GNU OpenMP terminates a forked child that uses it after the parent did (a DataLoader
+    # worker): there "auto" must pick the PyTorch backend and "numba" must say why it cannot run.
+    import multiprocessing
+
+    from weakseg.filtering import PermutohedralLattice
+
+    features = torch.arange(40.0).reshape(1, 2, 20) / 7
+    expected = PermutohedralLattice(features, backend="numba")(torch.ones(1, 1, 20))
+    context = multiprocessing.get_context("fork")
+    results = []
+    for backend in ("auto", "numba"):
+        queue = context.Queue()
+        child = context.Process(target=_filter_in_child, args=(queue, backend))
+        child.start()
+        results.append(queue.get(timeout=60))
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    (auto_backend, auto_out), (status, message) = results
+    assert auto_backend == "torch"
+    torch.testing.assert_close(torch.tensor(auto_out), expected, rtol=1e-5, atol=1e-6)
+    assert status == "error" and "forked" in message

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -42,6 +43,8 @@ from weakseg.crf._kernels import (
     check_n_iter,
     check_valid_mask,
 )
+from weakseg.filtering import PermutohedralLattice
+from weakseg.filtering.lattice import numba_usable
 
 __all__ = ["DenseCRF", "dense_crf_inference", "mean_field_energy"]
 
@@ -151,12 +154,80 @@ def _potts_updates(
     ``[B, K, *spatial]`` buffers (Q, the next Q, the scaled Q) instead of allocating new ones.
     """
     reuse = not (torch.is_grad_enabled() and logits.requires_grad)
+    if reuse and all(
+        isinstance(kernel.filter, PermutohedralLattice) for kernel, _ in messages.terms
+    ):
+        return _flat_potts_updates(logits, q, messages, n_iter, fixed)
     scratch = torch.empty_like(q) if reuse else None
     spare = torch.empty_like(q) if reuse else None
     for _ in range(n_iter):
         update = messages(q, base=logits, out=spare, scratch=scratch)
         q, spare = _clamp(_softmax_(update, in_place=reuse), fixed), q if reuse else None
     return q
+
+
+def _flat_potts_updates(
+    logits: Tensor,
+    q: Tensor,
+    messages: _Messages,
+    n_iter: int,
+    fixed: tuple[Tensor, Tensor] | None,
+) -> Tensor:
+    r""":func:`_potts_updates` without autograd, on lattice kernels only, in flat ``[B, K, N]``
+    buffers in the lattices' compute dtype: the scalings and weights of each kernel go into its
+    lattice's splat and slice (:meth:`PermutohedralLattice.filter_flat`), which accumulates the
+    messages into one buffer, and the update ``q <- softmax(logits + M(q) - s^2 q)`` with the
+    clamping is one pass (:func:`weakseg.crf._potts_numba.potts_update_` for float32 on the CPU
+    with numba; PyTorch operations otherwise). Q is updated in place."""
+    lattices = [kernel.filter for kernel, _ in messages.terms]
+    batch, classes = q.shape[:2]
+    dtype = lattices[0].dtype
+    flat = (batch, classes, -1)
+    logits_flat = logits.detach().to(dtype).reshape(flat).contiguous()
+    q_flat = q.detach().to(dtype).reshape(flat).contiguous()
+    total = torch.empty_like(q_flat)  # the summed messages
+    weights = []  # (in_weight, out_weight) per kernel: [B, N] or None
+    for (kernel, coef), lattice in zip(messages.terms, lattices, strict=True):
+        scale = None if kernel.scale is None else kernel.scale.to(dtype).reshape(batch, -1)
+        if isinstance(coef, Tensor):
+            out_weight = coef.to(dtype).reshape(batch, -1)
+        else:
+            out_weight = torch.full((batch, q_flat.shape[2]), coef, dtype=dtype)
+        weights.append((lattice, scale, out_weight.to(q.device)))
+    neg_self_weight = torch.as_tensor(messages.neg_self_weight, dtype=dtype, device=q.device)
+    neg_self_weight = neg_self_weight.expand(batch, 1, *q.shape[2:]).reshape(batch, -1)
+    labels = clamp = None
+    if fixed is not None:
+        labeled, onehot = fixed
+        labels = torch.where(labeled.squeeze(1), onehot.argmax(dim=1), -1).reshape(batch, -1)
+        clamp = (labeled.reshape(batch, 1, -1), onehot.to(dtype).reshape(flat))
+    fused = dtype == torch.float32 and q.device.type == "cpu" and numba_usable()
+    if fused:
+        from weakseg.crf._potts_numba import potts_update_
+
+        neg_self_weight = neg_self_weight.contiguous()
+        label_array = (
+            np.empty((0, 0), np.int32) if labels is None else labels.to(torch.int32).numpy()
+        )
+    for _ in range(n_iter):
+        for i, (lattice, in_weight, out_weight) in enumerate(weights):
+            lattice.filter_flat(
+                q_flat, in_weight=in_weight, out_weight=out_weight, out=total, accumulate=i > 0
+            )
+        if fused:
+            potts_update_(
+                logits_flat.numpy(),
+                total.numpy(),
+                q_flat.numpy(),
+                neg_self_weight.numpy(),
+                label_array,
+            )
+        else:
+            update = total.add_(logits_flat).addcmul_(q_flat, neg_self_weight[:, None])
+            q_flat = _softmax_(update, in_place=True)
+            total = torch.empty_like(q_flat)
+            q_flat = _clamp(q_flat, clamp)
+    return q_flat.reshape(q.shape).to(logits.dtype)
 
 
 def run_mean_field(

@@ -195,9 +195,21 @@ class TorchLatticeOps:
             lattice_values = blurred
         return lattice_values
 
-    def apply(self, values: Tensor, scale: Tensor) -> Tensor:
-        """``scale[b] S^T B^T B S v`` for ``values [B, C, N]`` in the compute dtype."""
+    def apply(
+        self,
+        values: Tensor,
+        scale: Tensor,
+        in_weight: Tensor | None = None,
+        out_weight: Tensor | None = None,
+        out: Tensor | None = None,
+        accumulate: bool = False,
+    ) -> Tensor:
+        """``diag(out_weight) scale[b] S^T B^T B S diag(in_weight) v`` for ``values [B, C, N]``
+        in the compute dtype, point weights ``[B, N]`` or ``None`` (ones); written into ``out``
+        when given, or added to it if ``accumulate`` (as the numba backend's ``apply``)."""
         batch, channels, n = values.shape
+        if in_weight is not None:
+            values = values * in_weight[:, None]
         points = values.transpose(1, 2).reshape(batch * n, channels)  # (P, C)
         grouped = points.index_select(0, self._point_order)  # sorted by simplex
         corners = torch.sparse.mm(self._splat_corners, grouped)  # ((d+1) U, C)
@@ -206,7 +218,12 @@ class TorchLatticeOps:
         lattice_values[:-1] = torch.sparse.mm(self._splat_vertices, corners)  # (M, C)
         lattice_values = self._blur(lattice_values, range(self.dims + 1))
         lattice_values = self._blur(lattice_values, range(self.dims, -1, -1))
-        out = torch.sparse.mm(self._slice, lattice_values[:-1])  # (P, C)
-        out = out.reshape(batch, n, channels)
-        out *= scale.to(out.dtype)[:, None, None]
-        return out.transpose(1, 2)
+        result = torch.sparse.mm(self._slice, lattice_values[:-1])  # (P, C)
+        result = result.reshape(batch, n, channels)
+        result *= scale.to(result.dtype)[:, None, None]
+        result = result.transpose(1, 2)
+        if out_weight is not None:
+            result = result * out_weight[:, None]
+        if out is None:
+            return result
+        return out.add_(result) if accumulate else out.copy_(result)

@@ -40,7 +40,7 @@ from weakseg.filtering._checks import check_features, check_values
 from weakseg.filtering._lattice_geometry import mass_correction
 from weakseg.filtering._lattice_torch import TorchLatticeOps
 
-__all__ = ["PermutohedralLattice", "numba_available"]
+__all__ = ["PermutohedralLattice", "numba_available", "numba_usable"]
 
 Backend = Literal["auto", "torch", "numba"]
 
@@ -53,6 +53,16 @@ _CALIBRATION_SEED = 0
 def numba_available() -> bool:
     """Whether the optional numba backend can be used (``pip install weakseg[fast]``)."""
     return importlib.util.find_spec("numba") is not None
+
+
+def numba_usable() -> bool:
+    """Whether numba kernels can run here: numba is installed, and this is not a process forked
+    after numba's OpenMP threads started (where numba would terminate it)."""
+    if not numba_available():
+        return False
+    from weakseg.filtering._lattice_numba import usable_in_this_process
+
+    return usable_in_this_process()
 
 
 class PermutohedralLattice:
@@ -79,7 +89,8 @@ class PermutohedralLattice:
             exact ones on a fixed random sample of points (see Notes). ``False`` keeps only the
             analytic mass correction.
         backend: ``"torch"`` (any device, the reference), ``"numba"`` (CPU, needs
-            ``weakseg[fast]``) or ``"auto"``: numba for CPU tensors when it is installed.
+            ``weakseg[fast]``) or ``"auto"``: numba for CPU tensors when it is installed (and
+            usable: not in a process forked after numba's OpenMP threads started).
 
     Notes:
         Scale. The analytic constant ``(2π)^{D/2} / V_cell`` makes the lattice kernel integrate
@@ -113,9 +124,15 @@ class PermutohedralLattice:
                 )
             if not numba_available():
                 raise ImportError("backend='numba' needs numba: pip install 'weakseg[fast]'")
+            if not numba_usable():
+                raise RuntimeError(
+                    "backend='numba' cannot run in a process forked after numba's OpenMP threads "
+                    "started (a DataLoader worker, say): use backend='auto' or 'torch' there, or "
+                    "set NUMBA_THREADING_LAYER=workqueue"
+                )
         elif backend == "auto":
             cpu = features.device.type == "cpu"
-            backend = "numba" if cpu and numba_available() else "torch"
+            backend = "numba" if cpu and numba_usable() else "torch"
         self.backend = backend
         dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
         self.batch_size, self.dims = features.shape[0], features.shape[1]
@@ -162,9 +179,24 @@ class PermutohedralLattice:
         approx = self._ops.lattice_degrees(samples) * self._batch_scale[:, None]  # (B, S)
         self._batch_scale *= exact.sum(dim=1) / approx.sum(dim=1).clamp_min(1e-30)
 
-    def filter_flat(self, values: Tensor) -> Tensor:
-        """``W v`` for ``values [B, C, N]`` in the compute dtype: no checks, no autograd."""
-        return self._ops.apply(values, self._batch_scale)
+    def filter_flat(
+        self,
+        values: Tensor,
+        *,
+        in_weight: Tensor | None = None,
+        out_weight: Tensor | None = None,
+        out: Tensor | None = None,
+        accumulate: bool = False,
+    ) -> Tensor:
+        """``W v`` for ``values [B, C, N]`` in the compute dtype: no checks, no autograd.
+
+        With per-point weights ``[B, N]``, ``diag(out_weight) W diag(in_weight) v`` (e.g. the
+        symmetric normalization :math:`D^{-1/2} W D^{-1/2}`), which the numba backend folds
+        into its splat and slice instead of spending passes over the values. ``out``
+        (contiguous ``[B, C, N]``, compute dtype) receives the result, or accumulates it when
+        ``accumulate``; a new tensor is returned otherwise.
+        """
+        return self._ops.apply(values, self._batch_scale, in_weight, out_weight, out, accumulate)
 
     def __call__(self, values: Tensor) -> Tensor:
         """Filter ``values [B, C, *spatial]`` (the features' layout); returns the same shape."""
