@@ -89,10 +89,23 @@ def test_parallel_blur_equals_serial_blur() -> None:
     lattice = np.random.default_rng(0).random((ops.num_vertices + 1, 7)).astype(np.float32)
     lattice[-1] = 0.0  # the row of absent vertices
     args = (ops._forward, ops._backward, ops._order, np.float32(0.75), np.float32(0.125))
-    serial = numba_backend._blur_serial(lattice, *args)
-    parallel = numba_backend._blur_parallel(lattice, *args)
+    serial = numba_backend._blur_serial(lattice.copy(), *args)  # the input is overwritten
+    parallel = numba_backend._blur_parallel(lattice.copy(), *args)
     assert ops.num_vertices > numba_backend._CHUNK  # several chunks
     np.testing.assert_array_equal(parallel, serial)
+
+
+def test_blur_by_groups_of_channels_equals_blur_of_all(monkeypatch) -> None:
+    # Large lattices are blurred 8 channels at a time: the same passes, entry by entry.
+    batch, n, d = 1, 3000, 3
+    ops = numba_backend.NumbaLatticeOps(_points(batch, n, d), batch, n)
+    lattice = np.random.default_rng(0).random((ops.num_vertices + 1, 21)).astype(np.float32)
+    lattice[-1] = 0.0
+    args = (ops._forward, ops._backward, ops._order, np.float32(0.75), np.float32(0.125))
+    whole = numba_backend._blur_serial(lattice.copy(), *args)
+    monkeypatch.setattr(numba_backend, "_GROUPED_BLUR_BYTES", 0)
+    grouped = numba_backend._blur(lattice.copy(), *args)
+    np.testing.assert_array_equal(grouped, whole)
 
 
 def test_loading_the_backend_keeps_pytorchs_thread_count() -> None:
