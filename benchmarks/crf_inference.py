@@ -6,7 +6,7 @@ smoothness weight 3, theta_gamma 3; symmetric normalization) for 5 iterations. B
 timed end to end: kernels built from the image, unaries in, marginals out. The two run
 interleaved, so that both see the same background load; the median, min and max of --repeats
 runs after one warm-up are printed, in milliseconds. pydensecrf is single-threaded; --threads
-sets PyTorch's threads (numba's follow NUMBA_NUM_THREADS). pydensecrf is skipped if absent
+sets PyTorch's threads, which numba's follow. pydensecrf is skipped if absent
 (``pip install pydensecrf2`` builds it; it needs Cython and a C++ compiler).
 
 Below them, where weakseg's time goes, for each lattice backend (``dense_crf_inference`` itself
@@ -16,8 +16,9 @@ channels by both kernels (paid once per iteration). The smoothness kernel depend
 size only, and ``dense_crf_inference`` keeps the last few it built (lattice and degrees): after
 the warm-up a call builds the bilateral kernel alone, as the derived "lattice work" assumes;
 the "first call on this size" row times a call that must build both, as pydensecrf always does.
-The rest of the inference (element-wise work: with Potts compatibility each iteration is one
-multiply-add chain and a softmax, no K x K product) is derived from the medians. Every
+The rest of the inference (the features, and per iteration the update: with Potts compatibility
+and numba, one fused pass of softmax over [K, H, W], the kernels' scalings and weights being
+folded into the lattices' splat and slice) is derived from the medians. Every
 measurement runs in the same round robin.
 
     python benchmarks/crf_inference.py --repeats 7 --threads 2
@@ -186,9 +187,8 @@ def main(args: argparse.Namespace) -> None:
         print(
             f"weakseg = lattice work {lattice:.1f} (bilateral build + degrees, {args.iters} x "
             f"filter by both) "
-            f"+ the rest {total - lattice:.1f} (features; per iteration the scalings, weights "
-            f"and self terms in multiply-adds, and the softmax: element-wise passes over "
-            f"[K, H, W])"
+            f"+ the rest {total - lattice:.1f} (features; per iteration the softmax update, "
+            f"one pass over [K, H, W] with numba)"
         )
 
 
