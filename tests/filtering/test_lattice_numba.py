@@ -158,3 +158,41 @@ def test_forked_child_falls_back_to_the_torch_backend() -> None:
     assert auto_backend == "torch"
     torch.testing.assert_close(torch.tensor(auto_out), expected, rtol=1e-5, atol=1e-6)
     assert status == "error" and "forked" in message
+
+
+def test_array_pool_hands_back_kept_arrays_and_respects_its_budget() -> None:
+    pool = numba_backend._ArrayPool(max_bytes=3 << 20, min_bytes=1 << 20)
+    big = np.ones((1 << 18,), np.float32)  # 1 MB
+    pool.give(big, np.ones(10, np.float32))  # the small one is not kept
+    assert pool.nbytes == big.nbytes
+    assert pool.take(big.shape, np.float64) is not big  # another dtype: a new array
+    assert pool.take(big.shape, np.float32) is big
+    assert pool.nbytes == 0
+    arrays = [np.zeros((1 << 18,), np.float32) for _ in range(4)]
+    pool.give(*arrays)
+    assert pool.nbytes == 3 << 20  # the oldest went first
+    assert all(pool.take(big.shape, np.float32) is a for a in arrays[1:])
+
+
+def test_lattices_reusing_pooled_arrays_filter_as_fresh_ones() -> None:
+    # A dropped lattice's arrays serve the next build of the same size; live lattices never
+    # share them, and the results match a lattice built from fresh arrays.
+    import gc
+
+    from weakseg.filtering import PermutohedralLattice
+
+    generator = torch.Generator().manual_seed(0)
+    features = [torch.randn(2, 2, 256, 256, generator=generator) * 2 for _ in range(3)]
+    values = torch.rand(2, 3, 256, 256, generator=generator)
+    first = PermutohedralLattice(features[0], backend="numba")
+    first_weights = first._ops._bary  # 1.5 MB: large enough to be kept
+    expected = [PermutohedralLattice(f, backend="torch")(values) for f in features[1:]]
+    del first
+    gc.collect()
+    second = PermutohedralLattice(features[1], backend="numba")
+    third = PermutohedralLattice(features[2], backend="numba")
+    assert second._ops._bary is first_weights
+    assert not np.shares_memory(second._ops._bary, third._ops._bary)
+    assert not np.shares_memory(second._ops._vertex_of_entry, third._ops._vertex_of_entry)
+    for lattice, reference in zip((second, third), expected, strict=True):
+        torch.testing.assert_close(lattice(values), reference, rtol=1e-4, atol=1e-4)
