@@ -89,10 +89,21 @@ def test_parallel_blur_equals_serial_blur() -> None:
     lattice = np.random.default_rng(0).random((ops.num_vertices + 1, 7)).astype(np.float32)
     lattice[-1] = 0.0  # the row of absent vertices
     args = (ops._forward, ops._backward, ops._order, np.float32(0.75), np.float32(0.125))
-    serial = numba_backend._blur_serial(lattice.copy(), *args)  # the input is overwritten
-    parallel = numba_backend._blur_parallel(lattice.copy(), *args)
+    scratch = np.empty_like(lattice)
+    serial = numba_backend._blur_serial(lattice.copy(), scratch, *args)  # in place
+    parallel = numba_backend._blur_parallel(lattice.copy(), scratch, *args)
     assert ops.num_vertices > numba_backend._CHUNK  # several chunks
     np.testing.assert_array_equal(parallel, serial)
+    # An odd number of passes ends in the scratch array; the result must still be in place.
+    forward, backward, order = args[:3]
+    three = numba_backend._blur_parallel(
+        lattice.copy(), scratch, forward, backward, order[:3], *args[3:]
+    )
+    two = numba_backend._blur_serial(
+        lattice.copy(), scratch, forward, backward, order[:2], *args[3:]
+    )
+    one_more = numba_backend._blur_serial(two, scratch, forward, backward, order[2:3], *args[3:])
+    np.testing.assert_array_equal(three, one_more)
 
 
 def test_blur_by_groups_of_channels_equals_blur_of_all(monkeypatch) -> None:
@@ -102,7 +113,7 @@ def test_blur_by_groups_of_channels_equals_blur_of_all(monkeypatch) -> None:
     lattice = np.random.default_rng(0).random((ops.num_vertices + 1, 21)).astype(np.float32)
     lattice[-1] = 0.0
     args = (ops._forward, ops._backward, ops._order, np.float32(0.75), np.float32(0.125))
-    whole = numba_backend._blur_serial(lattice.copy(), *args)
+    whole = numba_backend._blur_serial(lattice.copy(), np.empty_like(lattice), *args)
     monkeypatch.setattr(numba_backend, "_GROUPED_BLUR_BYTES", 0)
     grouped = numba_backend._blur(lattice.copy(), *args)
     np.testing.assert_array_equal(grouped, whole)

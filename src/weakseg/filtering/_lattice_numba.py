@@ -378,24 +378,26 @@ def _neighbors(keys, unique, offsets, table_keys, table_index, zero_extra, along
 
 
 @njit(parallel=True, cache=True)
-def _splat(values, vertex_of_entry, bary, num_vertices, num_threads, point_weight):
-    # pragma: no cover - compiled
+def _splat(values, vertex_of_entry, bary, point_weight, partial):  # pragma: no cover - compiled
     """Lattice values [M + 1, C] of channel-major ``values [B, C, N]``, each point's values
-    times ``point_weight[b N + i]`` (all ones when ``point_weight`` is empty).
+    times ``point_weight[b N + i]`` (all ones when ``point_weight`` is empty); returned in
+    ``partial[0]``.
 
-    Each thread accumulates a range of points into its own buffer. Points are read in blocks
+    Each thread accumulates a range of points into its own buffer ``partial[t]`` (``partial``
+    is ``[threads, M + 1, C]``, contents overwritten). Points are read in blocks
     that are transposed on the fly: reading the C channels of one point directly would stride
     by N, and for power-of-two N the C streams collide in the same cache sets (measured 10x
     slower at 512 x 512).
     """
     batch, channels, n = values.shape
+    num_threads = partial.shape[0]
     d1 = bary.shape[1]
     weighted = point_weight.shape[0] > 0
     blocks_per_image = (n + _BLOCK - 1) // _BLOCK
     tasks = batch * blocks_per_image
-    partial = np.zeros((num_threads, num_vertices + 1, channels), values.dtype)
     per_thread = (tasks + num_threads - 1) // num_threads
     for t in prange(num_threads):
+        partial[t] = 0
         block = np.empty((_BLOCK, channels), values.dtype)
         for task in range(t * per_thread, min(tasks, (t + 1) * per_thread)):
             b, start = task // blocks_per_image, (task % blocks_per_image) * _BLOCK
@@ -428,29 +430,35 @@ def _blur_rows(current, blurred, forward, backward, j, start, stop, center, neig
 
 
 @njit(parallel=True, cache=True)
-def _blur_parallel(lattice, forward, backward, directions, center, neighbor):  # pragma: no cover
-    """The passes, each in parallel over chunks of rows, alternating between ``lattice`` (which
-    is overwritten) and one scratch array; returns the one holding the result."""
+def _blur_parallel(lattice, scratch, forward, backward, directions, center, neighbor):
+    # pragma: no cover - compiled
+    """The passes, each in parallel over chunks of rows, alternating between ``lattice`` and
+    ``scratch`` (same shape); the result ends in ``lattice``."""
     rows = lattice.shape[0]  # [M + 1, C], the last row (absent vertices) stays zero
     chunks = (rows + _CHUNK - 1) // _CHUNK
-    current, blurred = lattice, np.empty_like(lattice)
+    current, blurred = lattice, scratch
     for j in directions:
         for chunk in prange(chunks):
             start = chunk * _CHUNK
             stop = min(rows, start + _CHUNK)
             _blur_rows(current, blurred, forward, backward, j, start, stop, center, neighbor)
         current, blurred = blurred, current
-    return current
+    if directions.shape[0] % 2 == 1:
+        lattice[:] = current
+    return lattice
 
 
 @njit(cache=True)
-def _blur_serial(lattice, forward, backward, directions, center, neighbor):  # pragma: no cover
+def _blur_serial(lattice, scratch, forward, backward, directions, center, neighbor):
+    # pragma: no cover - compiled
     """As :func:`_blur_parallel`, on the calling thread."""
-    current, blurred = lattice, np.empty_like(lattice)
+    current, blurred = lattice, scratch
     for j in directions:
         _blur_rows(current, blurred, forward, backward, j, 0, lattice.shape[0], center, neighbor)
         current, blurred = blurred, current
-    return current
+    if directions.shape[0] % 2 == 1:
+        lattice[:] = current
+    return lattice
 
 
 # Every pass of the parallel version is a parallel region. Starting one costs ~0.1 ms with
@@ -463,23 +471,32 @@ _BLUR_GROUP = 8  # channels per group
 
 
 def _blur(lattice, forward, backward, directions, center, neighbor):
-    """``B^T B`` (or any sequence of passes) applied to lattice values ``[M + 1, C]``, which are
-    overwritten.
+    """``B^T B`` (or any sequence of passes) applied to lattice values ``[M + 1, C]`` in place
+    (also returned).
 
     Every pass gathers two neighbour rows per vertex, at random. Above 4 MB of values, the
     channels are blurred in groups of 8 (rows of 32 bytes in float32), whose smaller working
     set stays in cache: measured 1.5-2x faster at 75k vertices x 21 channels (the bilateral
     kernel of a 321 x 321 photo), and 10% slower than one pass over all channels at 42k x 21.
     """
-    blur = _blur_parallel if lattice.size >= _PARALLEL_BLUR_ENTRIES else _blur_serial
     channels = lattice.shape[1]
     if lattice.nbytes <= _GROUPED_BLUR_BYTES or channels <= _BLUR_GROUP:
-        return blur(lattice, forward, backward, directions, center, neighbor)
+        return _blur_in_place(lattice, forward, backward, directions, center, neighbor)
     for first in range(0, channels, _BLUR_GROUP):
         columns = slice(first, min(channels, first + _BLUR_GROUP))
-        group = np.ascontiguousarray(lattice[:, columns])
-        blur_fn = _blur_parallel if group.size >= _PARALLEL_BLUR_ENTRIES else _blur_serial
-        lattice[:, columns] = blur_fn(group, forward, backward, directions, center, neighbor)
+        group = _POOL.take((lattice.shape[0], columns.stop - first), lattice.dtype)
+        group[:] = lattice[:, columns]
+        lattice[:, columns] = _blur_in_place(group, forward, backward, directions, center, neighbor)
+        _POOL.give(group)
+    return lattice
+
+
+def _blur_in_place(lattice, forward, backward, directions, center, neighbor):
+    """The passes over contiguous ``lattice`` values, with a scratch array from the pool."""
+    blur = _blur_parallel if lattice.size >= _PARALLEL_BLUR_ENTRIES else _blur_serial
+    scratch = _POOL.take(lattice.shape, lattice.dtype)
+    blur(lattice, scratch, forward, backward, directions, center, neighbor)
+    _POOL.give(scratch)
     return lattice
 
 
@@ -810,13 +827,9 @@ class NumbaLatticeOps:
         self._threads = self._sync_threads()
         array = values.detach().contiguous().numpy()
         dtype = array.dtype
+        partial = _POOL.take((self._threads, self.num_vertices + 1, array.shape[1]), dtype)
         lattice = _splat(
-            array,
-            self._vertex_of_entry,
-            self._bary,
-            self.num_vertices,
-            self._threads,
-            _point_weights(in_weight, dtype),
+            array, self._vertex_of_entry, self._bary, _point_weights(in_weight, dtype), partial
         )
         lattice = _blur(
             lattice,
@@ -843,6 +856,7 @@ class NumbaLatticeOps:
             _point_weights(out_weight, dtype),
             accumulate,
         )
+        _POOL.give(partial)
         return out
 
 
