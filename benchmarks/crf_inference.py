@@ -16,6 +16,8 @@ channels by both kernels (paid once per iteration). The smoothness kernel depend
 size only, and ``dense_crf_inference`` keeps the last few it built (lattice and degrees): after
 the warm-up a call builds the bilateral kernel alone, as the derived "lattice work" assumes;
 the "first call on this size" row times a call that must build both, as pydensecrf always does.
+Plain mean-field updates filter with the lattice's one-way blur (``symmetric=False``), like
+pydensecrf; the rows below use it too.
 The rest of the inference (the features, and per iteration the update: with Potts compatibility
 and numba, one fused pass of softmax over [K, H, W], the kernels' scalings and weights being
 folded into the lattices' splat and slice) is derived from the medians. Every
@@ -104,18 +106,20 @@ def lattice_runs(
     backend: str, features: list[torch.Tensor], probs: torch.Tensor
 ) -> dict[str, Callable[[], object]]:
     """The parts of weakseg's inference that depend on the lattice ``backend``;
-    ``features`` are the bilateral kernel's, then the smoothness kernel's."""
-    lattices = [PermutohedralLattice(f, backend=backend) for f in features]
+    ``features`` are the bilateral kernel's, then the smoothness kernel's. Lattices with the
+    one-way blur, as the inference's plain mean-field updates use."""
+    options = {"backend": backend, "symmetric": False}
+    lattices = [PermutohedralLattice(f, **options) for f in features]
     ones = torch.ones_like(probs[:, :1])
     return {
         f"  {backend}: build bilateral lattice": lambda: PermutohedralLattice(
-            features[0], backend=backend
+            features[0], **options
         ),
         f"  {backend}: build smoothness lattice": lambda: PermutohedralLattice(
-            features[1], backend=backend
+            features[1], **options
         ),
         f"  {backend}: both, no calibration": lambda: [
-            PermutohedralLattice(f, backend=backend, calibrate=False) for f in features
+            PermutohedralLattice(f, calibrate=False, **options) for f in features
         ],
         f"  {backend}: bilateral degrees (1 chan.)": lambda: lattices[0](ones),
         f"  {backend}: filter K channels, both": lambda: [w(probs) for w in lattices],

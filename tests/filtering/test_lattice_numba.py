@@ -88,7 +88,8 @@ def test_parallel_blur_equals_serial_blur() -> None:
     ops = numba_backend.NumbaLatticeOps(_points(batch, n, d), batch, n)
     lattice = np.random.default_rng(0).random((ops.num_vertices + 1, 7)).astype(np.float32)
     lattice[-1] = 0.0  # the row of absent vertices
-    args = (ops._forward, ops._backward, ops._order, np.float32(0.75), np.float32(0.125))
+    order = np.array(ops._plan.directions, np.int64)
+    args = (ops._forward, ops._backward, order, np.float32(0.75), np.float32(0.125))
     scratch = np.empty_like(lattice)
     serial = numba_backend._blur_serial(lattice.copy(), scratch, *args)  # in place
     parallel = numba_backend._blur_parallel(lattice.copy(), scratch, *args)
@@ -112,7 +113,8 @@ def test_blur_by_groups_of_channels_equals_blur_of_all(monkeypatch) -> None:
     ops = numba_backend.NumbaLatticeOps(_points(batch, n, d), batch, n)
     lattice = np.random.default_rng(0).random((ops.num_vertices + 1, 21)).astype(np.float32)
     lattice[-1] = 0.0
-    args = (ops._forward, ops._backward, ops._order, np.float32(0.75), np.float32(0.125))
+    order = np.array(ops._plan.directions, np.int64)
+    args = (ops._forward, ops._backward, order, np.float32(0.75), np.float32(0.125))
     whole = numba_backend._blur_serial(lattice.copy(), np.empty_like(lattice), *args)
     monkeypatch.setattr(numba_backend, "_GROUPED_BLUR_BYTES", 0)
     grouped = numba_backend._blur(lattice.copy(), *args)

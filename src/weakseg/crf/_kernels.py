@@ -52,6 +52,8 @@ class GaussianMessages:
         normalization: ``"symmetric"`` or ``"none"``.
         backend: ``"lattice"`` (O(N D)) or ``"exact"`` (O(N^2), the reference).
         mask: optional Tensor[B, 1, *spatial] of 0/1 in the dtype of ``features``.
+        symmetric: the lattice's blur (see :class:`PermutohedralLattice`); ``False`` halves the
+            blur passes where no symmetry is needed (plain mean-field updates).
     """
 
     def __init__(
@@ -60,11 +62,12 @@ class GaussianMessages:
         normalization: str,
         backend: str,
         mask: Tensor | None = None,
+        symmetric: bool = True,
     ) -> None:
         features = features.detach()
         self.filter: Callable[[Tensor], Tensor]  # K v, self term included
         if backend == "lattice":
-            self.filter = PermutohedralLattice(features)
+            self.filter = PermutohedralLattice(features, symmetric=symmetric)
         else:
             self.filter = lambda values: dense_gaussian_filter(values, features)
         self.scale: Tensor | None = mask  # s: (B, 1, *spatial) or None for all ones
@@ -204,23 +207,22 @@ def build_kernels(
     spacing: Sequence[float] | None,
     backend: str,
     mask: Tensor | None = None,
+    symmetric: bool = True,
 ) -> list[tuple[float, GaussianMessages]]:
     """The appearance (bilateral) and smoothness kernels with non-zero weight, built once."""
     kernels: list[tuple[float, GaussianMessages]] = []
     if w_bilateral > 0:
         feats = intensity_position_features(images, theta_beta, theta_alpha, spacing=spacing)
-        kernels.append((w_bilateral, GaussianMessages(feats, normalization, backend, mask)))
+        bilateral = GaussianMessages(feats, normalization, backend, mask, symmetric)
+        kernels.append((w_bilateral, bilateral))
     if w_gaussian > 0:
         grid = (images.shape[0], tuple(images.shape[2:]), theta_gamma)
         grid += (None if spacing is None else tuple(float(s) for s in spacing),)
+        settings = (normalization, backend, images.device, images.dtype)
         if mask is None:
-            smoothness = _smoothness_messages(
-                *grid, normalization, backend, images.device, images.dtype
-            )
+            smoothness = _smoothness_messages(*grid, *settings, None, symmetric)
         else:
-            smoothness = _build_smoothness_messages(
-                *grid, normalization, backend, images.device, images.dtype, mask
-            )
+            smoothness = _build_smoothness_messages(*grid, *settings, mask, symmetric)
         kernels.append((w_gaussian, smoothness))
     return kernels
 
@@ -235,12 +237,13 @@ def _build_smoothness_messages(
     device: torch.device,
     dtype: torch.dtype,
     mask: Tensor | None = None,
+    symmetric: bool = True,
 ) -> GaussianMessages:
     """The smoothness kernel: a Gaussian over pixel positions only, whatever the image."""
     feats = position_features(
         batch_size, spatial_shape, theta_gamma, spacing=spacing, device=device, dtype=dtype
     )
-    return GaussianMessages(feats, normalization, backend, mask)
+    return GaussianMessages(feats, normalization, backend, mask, symmetric)
 
 
 # The smoothness kernel depends on the image size only, so the last few are kept: inference on

@@ -312,6 +312,7 @@ def _prepare(
     labels: Tensor | None,
     ignore_index: int,
     valid_mask: Tensor | None,
+    symmetric: bool = True,
 ):
     check_logits_and_images(logits, images)
     check_n_iter(n_iter)
@@ -337,6 +338,7 @@ def _prepare(
         spacing=spacing,
         backend=backend,
         mask=valid,
+        symmetric=symmetric,
     )
     return kernels, compat, _fixed_labels(labels, logits, ignore_index), valid
 
@@ -397,6 +399,11 @@ def dense_crf_inference(
     :func:`mean_field_energy`; the free energy is then non-increasing. It costs one more
     filtering in total, not per step, because the messages are linear in Q.
 
+    The lattice backend filters with the one-way blur for plain updates (``symmetric=False`` in
+    :class:`~weakseg.filtering.PermutohedralLattice`: half the blur passes, the blur of
+    pydensecrf), which need no symmetric operator, and with the symmetric blur under line
+    search, whose energy (:func:`mean_field_energy`) assumes one.
+
     Args:
         logits: Tensor[B, K, H, W] or Tensor[B, K, D, H, W], unnormalized class scores.
         images: Tensor[B, C, *spatial], float intensities (0-255 RGB, gray, or any channels).
@@ -442,6 +449,7 @@ def dense_crf_inference(
         labels=labels,
         ignore_index=ignore_index,
         valid_mask=valid_mask,
+        symmetric=line_search,  # plain updates need no symmetry: the one-way blur, half the work
     )
     return run_mean_field(
         logits, kernels, compat, n_iter, fixed=fixed, valid=valid, line_search=line_search

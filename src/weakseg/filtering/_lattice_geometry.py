@@ -22,6 +22,35 @@ INV_STD_FACTOR = math.sqrt(2.0 / 3.0)
 # The blur B^T B: two half-variance passes [1, 6, 1] / 8 per direction, one in each half.
 BLUR_CENTER = 0.75
 BLUR_NEIGHBOR = 0.125
+# The one-way blur of the classic implementation: one pass [1, 2, 1] / 4 per direction.
+ONE_WAY_BLUR_CENTER = 0.5
+ONE_WAY_BLUR_NEIGHBOR = 0.25
+
+
+@dataclass(frozen=True)
+class BlurPlan:
+    """The blur as a sequence of passes ``[neighbor, center, neighbor]`` along lattice
+    directions, applied in ``directions`` order (its transpose applies them in reverse)."""
+
+    directions: tuple[int, ...]
+    center: float
+    neighbor: float
+
+    @classmethod
+    def for_dims(cls, d: int, symmetric: bool) -> BlurPlan:
+        """``B^T B`` (half-variance passes along 0..d, then d..0: a palindrome, so the operator
+        is symmetric) or, if not ``symmetric``, the classic one-way blur (full-variance passes
+        along 0..d: half the passes, same variance per direction, not symmetric)."""
+        forward = tuple(range(d + 1))
+        if symmetric:
+            return cls(forward + forward[::-1], BLUR_CENTER, BLUR_NEIGHBOR)
+        return cls(forward, ONE_WAY_BLUR_CENTER, ONE_WAY_BLUR_NEIGHBOR)
+
+    def transposed(self) -> BlurPlan:
+        """The plan of the transposed blur (the same plan for a symmetric one)."""
+        return BlurPlan(self.directions[::-1], self.center, self.neighbor)
+
+
 # Calibration ignores pairs farther apart: each adds less than exp(-20) ~ 2e-9 to a degree >= 1.
 NEGLIGIBLE_SQ_DISTANCE = 40.0
 # Keys are int64: the largest key range used, with room for the batch index.

@@ -28,9 +28,8 @@ from numba import njit, prange
 from torch import Tensor
 
 from weakseg.filtering._lattice_geometry import (
-    BLUR_CENTER,
-    BLUR_NEIGHBOR,
     NEGLIGIBLE_SQ_DISTANCE,
+    BlurPlan,
     KeyLayout,
     elevation_matrix,
 )
@@ -711,6 +710,7 @@ class NumbaLatticeOps:
         batch_size: int,
         points_per_batch: int,
         feature_range: tuple[Tensor, Tensor] | None = None,
+        symmetric: bool = True,
     ) -> None:
         """``feature_range``: per-dimension minimum and maximum of ``points`` ([d] each), when
         the caller has them cheaply (they bound the vertex keys without a pass over the points)."""
@@ -775,7 +775,18 @@ class NumbaLatticeOps:
         self._forward, self._backward = _neighbors(
             keys, unique, offsets, table_keys, table_index, zero_extra, np.array(along, np.int64)
         )
-        self._order = np.concatenate([np.arange(d + 1), np.arange(d, -1, -1)]).astype(np.int64)
+        self._plan = BlurPlan.for_dims(d, symmetric)
+
+    def _blur(self, lattice: np.ndarray, plan: BlurPlan) -> np.ndarray:
+        """The passes of ``plan`` over lattice values ``[M + 1, C]``, in place."""
+        return _blur(
+            lattice,
+            self._forward,
+            self._backward,
+            np.array(plan.directions, np.int64),
+            lattice.dtype.type(plan.center),
+            lattice.dtype.type(plan.neighbor),
+        )
 
     @staticmethod
     def _sync_threads() -> int:
@@ -796,16 +807,9 @@ class NumbaLatticeOps:
         return torch.from_numpy(out).to(points.dtype)
 
     def lattice_degrees(self, samples: Tensor) -> Tensor:
-        """``(S^T B^T B S 1)_p`` for p in ``samples`` of every batch element: [B, S]."""
+        """``(S^T B S 1)_p`` for p in ``samples`` of every batch element: [B, S]."""
         lattice = _splat_ones(self._vertex_of_entry, self._bary, self.num_vertices)
-        lattice = _blur(
-            lattice,
-            self._forward,
-            self._backward,
-            self._order,
-            lattice.dtype.type(BLUR_CENTER),
-            lattice.dtype.type(BLUR_NEIGHBOR),
-        )
+        lattice = self._blur(lattice, self._plan)
         offsets = torch.arange(self.batch_size)[:, None] * self.points_per_batch
         points = (offsets + samples[None, :]).reshape(-1).numpy()
         out = _slice_at(lattice, self._vertex_of_entry, self._bary, points)
@@ -819,11 +823,12 @@ class NumbaLatticeOps:
         out_weight: Tensor | None = None,
         out: Tensor | None = None,
         accumulate: bool = False,
+        transpose: bool = False,
     ) -> Tensor:
-        """``diag(out_weight) scale[b] S^T B^T B S diag(in_weight) v`` for CPU ``values
-        [B, C, N]`` in the compute dtype, the point weights ``[B, N]`` (``None``: ones) folded
-        into the splat and the slice. Written into ``out`` (contiguous ``[B, C, N]``) when
-        given, or added to it if ``accumulate``; a new tensor otherwise."""
+        """``diag(out_weight) scale[b] S^T B S diag(in_weight) v`` for CPU ``values [B, C, N]``
+        in the compute dtype (``B^T`` for ``B`` if ``transpose``), the point weights ``[B, N]``
+        (``None``: ones) folded into the splat and the slice. Written into ``out`` (contiguous
+        ``[B, C, N]``) when given, or added to it if ``accumulate``; a new tensor otherwise."""
         self._threads = self._sync_threads()
         array = values.detach().contiguous().numpy()
         dtype = array.dtype
@@ -831,14 +836,7 @@ class NumbaLatticeOps:
         lattice = _splat(
             array, self._vertex_of_entry, self._bary, _point_weights(in_weight, dtype), partial
         )
-        lattice = _blur(
-            lattice,
-            self._forward,
-            self._backward,
-            self._order,
-            lattice.dtype.type(BLUR_CENTER),
-            lattice.dtype.type(BLUR_NEIGHBOR),
-        )
+        lattice = self._blur(lattice, self._plan.transposed() if transpose else self._plan)
         if out is None:
             out, accumulate = torch.empty(values.shape, dtype=values.dtype), False
         elif out.shape != values.shape or out.dtype != values.dtype or not out.is_contiguous():

@@ -13,9 +13,8 @@ import torch
 from torch import Tensor
 
 from weakseg.filtering._lattice_geometry import (
-    BLUR_CENTER,
-    BLUR_NEIGHBOR,
     NEGLIGIBLE_SQ_DISTANCE,
+    BlurPlan,
     KeyLayout,
     elevation_matrix,
 )
@@ -78,8 +77,11 @@ class TorchLatticeOps:
     ``apply(values [B, C, N]) -> [B, C, N]`` computes ``S^T B^T B S v`` (unscaled).
     """
 
-    def __init__(self, points: Tensor, batch_size: int, points_per_batch: int) -> None:
+    def __init__(
+        self, points: Tensor, batch_size: int, points_per_batch: int, symmetric: bool = True
+    ) -> None:
         d, device = points.shape[1], points.device
+        self._plan = BlurPlan.for_dims(d, symmetric)
         num_points = points.shape[0]
         self.dims, self.batch_size, self.points_per_batch = d, batch_size, points_per_batch
         nearest, rank, bary = enclosing_simplices(points)
@@ -180,18 +182,18 @@ class TorchLatticeOps:
         return torch.where(sq_dist < NEGLIGIBLE_SQ_DISTANCE, kernel, 0.0).sum(dim=2)
 
     def lattice_degrees(self, samples: Tensor) -> Tensor:
-        """``(S^T B^T B S 1)_p`` for p in ``samples`` of every batch element: [B, S]."""
+        """``(S^T B S 1)_p`` for p in ``samples`` of every batch element: [B, S]."""
         ones = self._slice.values().new_ones(self.batch_size, 1, self.points_per_batch)
         return self.apply(ones, ones.new_ones(self.batch_size))[:, 0, samples]
 
-    def _blur(self, lattice_values: Tensor, directions: range) -> Tensor:
+    def _blur(self, lattice_values: Tensor, plan: BlurPlan) -> Tensor:
         # lattice_values: (M + 1, C), the last row zero.
-        for j in directions:
+        for j in plan.directions:
             forward, backward = self._neighbors[j]
             blurred = lattice_values.index_select(0, forward)
             blurred += lattice_values.index_select(0, backward)
-            blurred.add_(lattice_values, alpha=BLUR_CENTER / BLUR_NEIGHBOR)
-            blurred *= BLUR_NEIGHBOR
+            blurred.add_(lattice_values, alpha=plan.center / plan.neighbor)
+            blurred *= plan.neighbor
             lattice_values = blurred
         return lattice_values
 
@@ -203,10 +205,12 @@ class TorchLatticeOps:
         out_weight: Tensor | None = None,
         out: Tensor | None = None,
         accumulate: bool = False,
+        transpose: bool = False,
     ) -> Tensor:
-        """``diag(out_weight) scale[b] S^T B^T B S diag(in_weight) v`` for ``values [B, C, N]``
-        in the compute dtype, point weights ``[B, N]`` or ``None`` (ones); written into ``out``
-        when given, or added to it if ``accumulate`` (as the numba backend's ``apply``)."""
+        """``diag(out_weight) scale[b] S^T B S diag(in_weight) v`` for ``values [B, C, N]``
+        in the compute dtype (``B^T`` for ``B`` if ``transpose``), point weights ``[B, N]`` or
+        ``None`` (ones); written into ``out`` when given, or added to it if ``accumulate`` (as
+        the numba backend's ``apply``)."""
         batch, channels, n = values.shape
         if in_weight is not None:
             values = values * in_weight[:, None]
@@ -216,8 +220,8 @@ class TorchLatticeOps:
         lattice_values = values.new_empty(self.num_vertices + 1, channels)
         lattice_values[-1] = 0
         lattice_values[:-1] = torch.sparse.mm(self._splat_vertices, corners)  # (M, C)
-        lattice_values = self._blur(lattice_values, range(self.dims + 1))
-        lattice_values = self._blur(lattice_values, range(self.dims, -1, -1))
+        plan = self._plan.transposed() if transpose else self._plan
+        lattice_values = self._blur(lattice_values, plan)
         result = torch.sparse.mm(self._slice, lattice_values[:-1])  # (P, C)
         result = result.reshape(batch, n, channels)
         result *= scale.to(result.dtype)[:, None, None]

@@ -81,6 +81,11 @@ class PermutohedralLattice:
     with respect to ``values`` (the backward pass is the same filter, since ``W`` is symmetric);
     the features are constants.
 
+    ``symmetric=False`` trades the symmetry for speed: the classic one-way blur, one full-variance
+    pass per direction instead of two half-variance ones (half the blur passes), for uses that
+    need no symmetry, such as mean-field inference. Its backward pass applies ``W^T`` (the
+    passes in reverse order), so gradients stay exact.
+
     Args:
         features: Tensor[B, D, *spatial] or Tensor[B, D, N], already divided by the bandwidths
             (see :func:`rgbxy_features` and friends). Any D >= 1, any number of spatial dims.
@@ -91,6 +96,7 @@ class PermutohedralLattice:
         backend: ``"torch"`` (any device, the reference), ``"numba"`` (CPU, needs
             ``weakseg[fast]``) or ``"auto"``: numba for CPU tensors when it is installed (and
             usable: not in a process forked after numba's OpenMP threads started).
+        symmetric: ``True`` for the symmetric blur ``B^T B``; ``False`` for the one-way blur.
 
     Notes:
         Scale. The analytic constant ``(2π)^{D/2} / V_cell`` makes the lattice kernel integrate
@@ -112,7 +118,12 @@ class PermutohedralLattice:
     """
 
     def __init__(
-        self, features: Tensor, *, calibrate: bool = True, backend: Backend = "auto"
+        self,
+        features: Tensor,
+        *,
+        calibrate: bool = True,
+        backend: Backend = "auto",
+        symmetric: bool = True,
     ) -> None:
         check_features(features)
         if backend not in ("auto", "torch", "numba"):
@@ -134,6 +145,7 @@ class PermutohedralLattice:
             cpu = features.device.type == "cpu"
             backend = "numba" if cpu and numba_usable() else "torch"
         self.backend = backend
+        self.symmetric = symmetric
         dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
         self.batch_size, self.dims = features.shape[0], features.shape[1]
         self.spatial_shape = tuple(features.shape[2:])
@@ -154,9 +166,11 @@ class PermutohedralLattice:
                 # Bounds of the features in their own layout: cheaper than over ``points``.
                 dims = [0, *range(2, features.ndim)]
                 feature_range = (features.detach().amin(dim=dims), features.detach().amax(dim=dims))
-                self._ops = NumbaLatticeOps(points, self.batch_size, self.num_points, feature_range)
+                self._ops = NumbaLatticeOps(
+                    points, self.batch_size, self.num_points, feature_range, symmetric
+                )
             else:
-                self._ops = TorchLatticeOps(points, self.batch_size, self.num_points)
+                self._ops = TorchLatticeOps(points, self.batch_size, self.num_points, symmetric)
             self.num_vertices = self._ops.num_vertices
             self._batch_scale = torch.full(
                 (self.batch_size,), mass_correction(self.dims), dtype=dtype, device=self.device
@@ -187,8 +201,10 @@ class PermutohedralLattice:
         out_weight: Tensor | None = None,
         out: Tensor | None = None,
         accumulate: bool = False,
+        transpose: bool = False,
     ) -> Tensor:
-        """``W v`` for ``values [B, C, N]`` in the compute dtype: no checks, no autograd.
+        """``W v`` (``W^T v`` if ``transpose``) for ``values [B, C, N]`` in the compute dtype:
+        no checks, no autograd.
 
         With per-point weights ``[B, N]``, ``diag(out_weight) W diag(in_weight) v`` (e.g. the
         symmetric normalization :math:`D^{-1/2} W D^{-1/2}`), which the numba backend folds
@@ -196,7 +212,9 @@ class PermutohedralLattice:
         (contiguous ``[B, C, N]``, compute dtype) receives the result, or accumulates it when
         ``accumulate``; a new tensor is returned otherwise.
         """
-        return self._ops.apply(values, self._batch_scale, in_weight, out_weight, out, accumulate)
+        return self._ops.apply(
+            values, self._batch_scale, in_weight, out_weight, out, accumulate, transpose
+        )
 
     def __call__(self, values: Tensor) -> Tensor:
         """Filter ``values [B, C, *spatial]`` (the features' layout); returns the same shape."""
@@ -215,7 +233,7 @@ class PermutohedralLattice:
 
 
 class _LatticeFilter(torch.autograd.Function):
-    """``out = W v`` with backward ``grad_v = W^T grad_out = W grad_out`` (W is symmetric)."""
+    """``out = W v`` with backward ``grad_v = W^T grad_out`` (``W`` itself when symmetric)."""
 
     @staticmethod
     def forward(ctx, values: Tensor, lattice: PermutohedralLattice) -> Tensor:  # type: ignore[override]
@@ -224,4 +242,4 @@ class _LatticeFilter(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        return ctx.lattice.filter_flat(grad_out.contiguous()), None
+        return ctx.lattice.filter_flat(grad_out.contiguous(), transpose=True), None
