@@ -84,15 +84,11 @@ class GaussianMessages:
                 self.scale.mul_(mask)
             self.self_weight = self.scale.square()
 
-    def scaled_filter(self, values: Tensor) -> Tensor:
-        """``S K S v``: the messages with the self term still in."""
-        if self.scale is None:
-            return self.filter(values)
-        return self.filter(values * self.scale) * self.scale
-
     def __call__(self, values: Tensor) -> Tensor:
         """``values [B, C, *spatial] -> messages [B, C, *spatial]`` (linear in ``values``)."""
-        return self.scaled_filter(values) - self.self_weight * values
+        if self.scale is None:
+            return self.filter(values) - self.self_weight * values
+        return self.filter(values * self.scale) * self.scale - self.self_weight * values
 
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:

@@ -61,34 +61,23 @@ class _Messages:
         self.terms = [(k, w if k.scale is None else w * k.scale) for w, k in kernels]
         self.neg_self_weight = -sum(w * k.self_weight for w, k in kernels)  # Tensor or number
 
-    def __call__(
-        self,
-        q: Tensor,
-        base: Tensor | None = None,
-        out: Tensor | None = None,
-        scratch: Tensor | None = None,
-    ) -> Tensor:
-        """``base + M(q)`` (``M(q)`` when ``base`` is ``None``), written into ``out`` when given;
-        ``scratch`` (like ``q``) receives the scaled inputs. ``q`` and ``base`` are not modified.
-        Buffers cannot take part in autograd: pass them only when no gradient is needed."""
+    def __call__(self, q: Tensor, base: Tensor | None = None) -> Tensor:
+        """``base + M(q)`` (``M(q)`` when ``base`` is ``None``), a new tensor."""
         acc = base
         for i, (kernel, coef) in enumerate(self.terms):
-            scaled = q if kernel.scale is None else torch.mul(q, kernel.scale, out=scratch)
-            acc = _add_scaled(acc, kernel.filter(scaled), coef, in_place=i > 0, out=out)
-        return _add_scaled(acc, q, self.neg_self_weight, in_place=bool(self.terms), out=out)
+            scaled = q if kernel.scale is None else q * kernel.scale
+            acc = _add_scaled(acc, kernel.filter(scaled), coef, in_place=i > 0)
+        return _add_scaled(acc, q, self.neg_self_weight, in_place=bool(self.terms))
 
 
-def _add_scaled(
-    acc: Tensor | None, x: Tensor, coef: Tensor | float, *, in_place: bool, out: Tensor | None
-) -> Tensor:
-    """``acc + coef * x`` (``coef * x`` when ``acc`` is ``None``): in place on ``acc``, or into
-    ``out`` (a new tensor when ``None``). In place is autograd-safe: no backward formula of
-    these ops needs ``acc``."""
+def _add_scaled(acc: Tensor | None, x: Tensor, coef: Tensor | float, *, in_place: bool) -> Tensor:
+    """``acc + coef * x`` (``coef * x`` when ``acc`` is ``None``), in place on ``acc`` or new.
+    In place is autograd-safe: no backward formula of these ops needs ``acc``."""
     if acc is None:
-        return torch.mul(x, coef, out=out)
+        return x * coef
     if isinstance(coef, Tensor):
-        return acc.addcmul_(x, coef) if in_place else torch.addcmul(acc, x, coef, out=out)
-    return acc.add_(x, alpha=coef) if in_place else torch.add(acc, x, alpha=coef, out=out)
+        return acc.addcmul_(x, coef) if in_place else torch.addcmul(acc, x, coef)
+    return acc.add_(x, alpha=coef) if in_place else torch.add(acc, x, alpha=coef)
 
 
 def _softmax_(logits: Tensor, in_place: bool) -> Tensor:
@@ -146,23 +135,19 @@ def _potts_updates(
     n_iter: int,
     fixed: tuple[Tensor, Tensor] | None,
 ) -> Tensor:
-    r"""``n_iter`` plain updates with Potts compatibility, from ``q`` (which may be overwritten).
+    r"""``n_iter`` plain updates with Potts compatibility, from ``q``.
 
     The pairwise term :math:`\sum_l M_l - M` shifts the K logits of a pixel by the same
     :math:`\sum_l M_l`, which softmax ignores: the update is ``softmax(logits + M(q))``, one
-    multiply-add chain and no K x K product. Without autograd the iterations share three
-    ``[B, K, *spatial]`` buffers (Q, the next Q, the scaled Q) instead of allocating new ones.
+    multiply-add chain and no K x K product. Without autograd, lattice kernels take the flat
+    path (:func:`_flat_potts_updates`).
     """
-    reuse = not (torch.is_grad_enabled() and logits.requires_grad)
-    if reuse and all(
-        isinstance(kernel.filter, PermutohedralLattice) for kernel, _ in messages.terms
-    ):
+    no_grad = not (torch.is_grad_enabled() and logits.requires_grad)
+    lattices = all(isinstance(kernel.filter, PermutohedralLattice) for kernel, _ in messages.terms)
+    if no_grad and lattices:
         return _flat_potts_updates(logits, q, messages, n_iter, fixed)
-    scratch = torch.empty_like(q) if reuse else None
-    spare = torch.empty_like(q) if reuse else None
     for _ in range(n_iter):
-        update = messages(q, base=logits, out=spare, scratch=scratch)
-        q, spare = _clamp(_softmax_(update, in_place=reuse), fixed), q if reuse else None
+        q = _clamp(_softmax_(messages(q, base=logits), in_place=no_grad), fixed)
     return q
 
 
@@ -179,38 +164,38 @@ def _flat_potts_updates(
     messages into one buffer, and the update ``q <- softmax(logits + M(q) - s^2 q)`` with the
     clamping is one pass (:func:`weakseg.crf._potts_numba.potts_update_` for float32 on the CPU
     with numba; PyTorch operations otherwise). Q is updated in place."""
-    lattices = [kernel.filter for kernel, _ in messages.terms]
     batch, classes = q.shape[:2]
-    dtype = lattices[0].dtype
+    dtype = messages.terms[0][0].filter.dtype  # the lattices' compute dtype
     flat = (batch, classes, -1)
     logits_flat = logits.detach().to(dtype).reshape(flat).contiguous()
     q_flat = q.detach().to(dtype).reshape(flat).contiguous()
     total = torch.empty_like(q_flat)  # the summed messages
-    weights = []  # (in_weight, out_weight) per kernel: [B, N] or None
-    for (kernel, coef), lattice in zip(messages.terms, lattices, strict=True):
-        scale = None if kernel.scale is None else kernel.scale.to(dtype).reshape(batch, -1)
+    filterings = []  # (lattice, in_weight, out_weight) per kernel, weights [B, N] or None
+    for kernel, coef in messages.terms:
+        in_weight = None if kernel.scale is None else kernel.scale.to(dtype).reshape(batch, -1)
         if isinstance(coef, Tensor):
             out_weight = coef.to(dtype).reshape(batch, -1)
         else:
-            out_weight = torch.full((batch, q_flat.shape[2]), coef, dtype=dtype)
-        weights.append((lattice, scale, out_weight.to(q.device)))
+            out_weight = torch.full((batch, q_flat.shape[2]), coef, dtype=dtype, device=q.device)
+        filterings.append((kernel.filter, in_weight, out_weight))
     neg_self_weight = torch.as_tensor(messages.neg_self_weight, dtype=dtype, device=q.device)
     neg_self_weight = neg_self_weight.expand(batch, 1, *q.shape[2:]).reshape(batch, -1)
-    labels = clamp = None
-    if fixed is not None:
-        labeled, onehot = fixed
-        labels = torch.where(labeled.squeeze(1), onehot.argmax(dim=1), -1).reshape(batch, -1)
-        clamp = (labeled.reshape(batch, 1, -1), onehot.to(dtype).reshape(flat))
     fused = dtype == torch.float32 and q.device.type == "cpu" and numba_usable()
+    clamp = None  # for the PyTorch update: (labeled, one-hot) in the flat layout
     if fused:
         from weakseg.crf._potts_numba import potts_update_
 
         neg_self_weight = neg_self_weight.contiguous()
-        label_array = (
-            np.empty((0, 0), np.int32) if labels is None else labels.to(torch.int32).numpy()
-        )
+        label_array = np.empty((0, 0), np.int32)
+        if fixed is not None:
+            labeled, onehot = fixed
+            labels = torch.where(labeled.squeeze(1), onehot.argmax(dim=1), -1)
+            label_array = labels.reshape(batch, -1).to(torch.int32).numpy()
+    elif fixed is not None:
+        labeled, onehot = fixed
+        clamp = (labeled.reshape(batch, 1, -1), onehot.to(dtype).reshape(flat).contiguous())
     for _ in range(n_iter):
-        for i, (lattice, in_weight, out_weight) in enumerate(weights):
+        for i, (lattice, in_weight, out_weight) in enumerate(filterings):
             lattice.filter_flat(
                 q_flat, in_weight=in_weight, out_weight=out_weight, out=total, accumulate=i > 0
             )
@@ -222,11 +207,9 @@ def _flat_potts_updates(
                 neg_self_weight.numpy(),
                 label_array,
             )
-        else:
+        else:  # the next messages go into the old Q's buffer
             update = total.add_(logits_flat).addcmul_(q_flat, neg_self_weight[:, None])
-            q_flat = _softmax_(update, in_place=True)
-            total = torch.empty_like(q_flat)
-            q_flat = _clamp(q_flat, clamp)
+            q_flat, total = _clamp(_softmax_(update, in_place=True), clamp), q_flat
     return q_flat.reshape(q.shape).to(logits.dtype)
 
 

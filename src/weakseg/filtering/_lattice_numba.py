@@ -10,7 +10,8 @@ compact table per element, which also serves the neighbour lookups. Key bounds c
 features' bounding box (no pass over the points). Splat accumulates into one buffer per thread,
 blur and slice run in parallel over vertices and points; small lattices blur serially, because
 starting a parallel region costs more than a pass. Values stay channel-major ``[B, C, N]``
-throughout. Tested equal to
+throughout. Large work arrays are reused from lattice to lattice (:class:`_ArrayPool`). Tested
+equal to
 :mod:`weakseg.filtering._lattice_torch` up to floating-point rounding.
 """
 
@@ -37,7 +38,7 @@ from weakseg.filtering._lattice_geometry import (
 # Threading layer: OpenMP first. Its threads wait for work by spinning briefly, as PyTorch's do,
 # so a parallel region starts in microseconds instead of the ~0.1 ms of numba's own work queue,
 # and the two kinds of threads hand the cores back and forth without sleeping. Measured on 2
-# cores against the work queue with PyTorch's threads waiting passively: filtering 1.1-1.5x
+# cores against the work queue with PyTorch's threads waiting passively: filtering 1.0-1.5x
 # faster, and a U-Net training step 1.4x faster, since PyTorch keeps its default waiting.
 # A layer chosen by the user (NUMBA_THREADING_LAYER) wins; where OpenMP cannot load, the work
 # queue serves.
