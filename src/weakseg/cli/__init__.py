@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from weakseg import __version__
+from weakseg.errors import WeaksegError
 
 # Module name (inside weakseg.cli) for each command, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Weakly-supervised segmentation with regularized losses.",
     )
     parser.add_argument("--version", action="version", version=f"weakseg {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (for bug reports)"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"weakseg.cli.{name}").add_parser(subparsers)
@@ -49,7 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except WeaksegError as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from weakseg.errors import DataError
+
 __all__ = [
     "IGNORE_INDEX",
     "DataError",
@@ -37,10 +39,6 @@ for _i in range(256):
         _b |= ((_c >> 2) & 1) << (7 - _j)
         _c >>= 3
     _VOC_PALETTE += [_r, _g, _b]
-
-
-class DataError(ValueError):
-    """A data file is missing, unreadable, truncated or inconsistent; the message names it."""
 
 
 def _open(path: Path, what: str) -> Image.Image:

@@ -68,6 +68,7 @@ import yaml
 from torch import nn
 
 from weakseg.crf import CRFasRNN, dense_crf_inference
+from weakseg.errors import ConfigError
 from weakseg.losses import DenseCRFLoss, GridPottsLoss, KernelCutLoss, NormalizedCutLoss, SECLoss
 from weakseg.proposals import DenseCRFADMLoss
 
@@ -134,10 +135,6 @@ _STRING_KEYS: tuple[str, ...] = (
     "crf_normalization",
     "loss_normalization",
 )
-
-
-class ConfigError(ValueError):
-    """A configuration key or value is wrong; the message names it."""
 
 
 @dataclasses.dataclass
