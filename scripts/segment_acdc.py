@@ -39,8 +39,8 @@ from torch import Tensor
 from weakseg.crf import dense_crf_inference
 from weakseg.data.io import read_image, read_label
 from weakseg.engine.metrics import confusion_matrix, dice_per_class, iou_per_class
+from weakseg.interactive import segment_image
 from weakseg.proposals import grabcut_proposal
-from weakseg.segment import segment_image
 
 NUM_CLASSES = 4
 FOREGROUND = ("right_ventricle", "myocardium", "left_ventricle")

@@ -6,7 +6,7 @@ from PIL import Image
 
 from weakseg.cli import main
 from weakseg.cli.segment import add_parser
-from weakseg.segment import segment_image
+from weakseg.interactive import segment_image
 
 
 def test_segment_command_writes_mask(tmp_path, capsys):

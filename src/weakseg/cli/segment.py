@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from weakseg.data.io import DataError, check_same_size, read_image, read_label, write_label
-from weakseg.segment import SEGMENT_INITS, SEGMENT_LOSSES, segment_image
+from weakseg.interactive import SEGMENT_INITS, SEGMENT_LOSSES, segment_image
 
 # The command's defaults are segment_image's, so that the two cannot drift apart.
 _DEFAULTS = {

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import weakseg
-from weakseg.segment import SEGMENT_LOSSES, nearest_scribble_labels, segment_image
+from weakseg.interactive import SEGMENT_LOSSES, nearest_scribble_labels, segment_image
 
 
 def _two_regions(channels=1, size=(20, 20)):
