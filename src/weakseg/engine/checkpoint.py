@@ -3,13 +3,21 @@
 A training checkpoint holds ``{"model", "optimizer", "lr_scheduler", "scaler", "epoch",
 "iteration", "args", "rng", "best_miou", "class_names", "version"}`` (``epoch``: the epoch in
 progress, ``iteration``: optimizer steps done so far); every value is a tensor, a number, a
-string or a container of them, so it loads with ``torch.load(weights_only=True)``.
+string or a container of them, so it loads with ``torch.load(weights_only=True)``; a file
+holding anything else (a pickled object, which could run code) is refused with our own message.
+
+Saves are atomic and safe against ``kill -9`` at any moment: the state goes to a temporary
+``.<name>.<random>.tmp`` in the same folder, then replaces the checkpoint. The temporaries of
+saves that were killed midway are removed by the next save of the same checkpoint (each writer
+holds an ``flock`` on its temporary, so a save still in progress is never touched).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,16 +25,72 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
+from weakseg.errors import DataError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: stale temporaries are left
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "CheckpointNotFoundError",
+    "get_rng_state",
+    "load_checkpoint",
+    "remove_stale_temporaries",
+    "save_checkpoint",
+    "set_rng_state",
+]
+
+
+class CheckpointNotFoundError(DataError, FileNotFoundError):
+    """No checkpoint at the given path (a :class:`DataError` and a ``FileNotFoundError``)."""
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporaries ``.<name>.*.tmp`` that saves of ``path`` killed midway left.
+
+    A temporary whose writer is still alive is locked (``flock``) and kept. Returns the paths
+    removed.
+    """
+    path = Path(path)
+    removed: list[Path] = []
+    if fcntl is None or not path.parent.is_dir():  # pragma: no cover - Windows
+        return removed
+    for candidate in path.parent.glob(f"{_temporary_prefix(path)}*.tmp"):
+        try:
+            fd = os.open(candidate, os.O_RDONLY)
+        except OSError:
+            continue  # gone meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a save in progress
+        else:
+            with contextlib.suppress(OSError):
+                candidate.unlink()
+                removed.append(candidate)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, flushed to
-    disk, then ``os.replace`` (a reader or a crash never sees a half-written checkpoint)."""
+    disk, then ``os.replace`` (a reader or a crash never sees a half-written checkpoint).
+    Temporaries left by earlier saves that were killed are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    handle, temporary = tempfile.mkstemp(
+        prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent
+    )
     try:
+        if fcntl is not None:  # marks the temporary as in use until this save ends
+            fcntl.flock(handle, fcntl.LOCK_EX)
         with os.fdopen(handle, "wb") as stream:
             torch.save(state, stream)
             stream.flush()
@@ -42,19 +106,55 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a checkpoint dict with a ``"model"`` entry.
+        CheckpointNotFoundError: no such file (also a ``FileNotFoundError``).
+        DataError: the file is unreadable, holds pickled objects (refused: loading them could
+            run code) or is not a checkpoint dict with a ``"model"`` entry (also a
+            ``ValueError``).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointNotFoundError(
+            f"checkpoint not found: {path}", hint="give the path of a .pth file of 'weakseg train'"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+        raise _unreadable(path, exc) from None
     if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{path} is not a weakseg checkpoint (a dict with a 'model' entry)")
+        raise DataError(
+            f"{path} is not a weakseg checkpoint (a dict with a 'model' entry)",
+            hint="give a checkpoint of 'weakseg train' (checkpoint.pth or best.pth)",
+        )
     return state
+
+
+def _unreadable(path: Path, exc: Exception) -> DataError:
+    """Our message for a file that ``torch.load(weights_only=True)`` refused or could not read.
+
+    torch's own text for a refused pickle advises loading with ``weights_only=False``, which
+    would run whatever code the file holds: it is not passed on.
+    """
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return DataError(
+            f"refused checkpoint {path}: it holds a pickled Python object ({found.group(1)}), "
+            "and loading one can run arbitrary code; weakseg checkpoints hold tensors, numbers "
+            "and strings only",
+            hint="use a checkpoint written by weakseg, or re-save the model's state_dict alone",
+        )
+    detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, re.DOTALL)
+    if detail:
+        reason = " ".join(detail.group(1).split())
+    elif "weights_only" in text:
+        reason = "refused by the safe loader"
+    else:
+        lines = text.strip().splitlines()
+        reason = lines[0] if lines else type(exc).__name__
+    return DataError(
+        f"cannot read checkpoint {path}: {reason}",
+        hint="the file is truncated or not a PyTorch checkpoint; use another one",
+    )
 
 
 def get_rng_state() -> dict[str, Any]:
