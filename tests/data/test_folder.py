@@ -85,7 +85,24 @@ def test_missing_file_for_listed_id(folder: Path, caplog: pytest.LogCaptureFixtu
     assert [f.id for f in data.files] == ["case0", "case2"] and "case1" in caplog.text
     (folder / "masks" / "case2.png").unlink()
     with pytest.raises(DataError, match=r"missing mask file for id 'case2'"):
-        FolderDataset(folder, "train", supervision="unlabeled")
+        FolderDataset(folder, "train", supervision="unlabeled", load_masks=True)
+    with pytest.raises(DataError, match=r"missing mask file for id 'case2'"):
+        FolderDataset(folder, "train", supervision="full")
+
+
+def test_files_needed_only_where_used(folder: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 13: scribble training does not need masks, evaluation does not need scribbles."""
+    (folder / "masks" / "case2.png").unlink()
+    with caplog.at_level(logging.WARNING, logger="weakseg.data"):
+        train = FolderDataset(folder, "train")  # scribbles; masks not complete: not loaded
+    assert len(train) == 3 and not train.has_masks and "mask" not in train[2]
+    assert "1 of 3 ids have no mask file" in caplog.text and "case2.png" in caplog.text
+    for i in range(3):
+        (folder / "scribbles" / f"case{i}.png").unlink()
+    val = FolderDataset(folder, "val", supervision="unlabeled", load_masks=True)
+    assert val.has_masks and (val[0]["mask"] != 255).all()
+    with pytest.raises(DataError, match=r"missing scribble file for id 'case0'"):
+        FolderDataset(folder, "val")
 
 
 def _corrupt(folder: Path, kind: str) -> str:

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "demo",
     "bench",
     "scribbles",
+    "data",
     "segment",
     "train",
     "eval",

@@ -3,7 +3,13 @@
 - :class:`FolderDataset`: your own data in the folder format (``images/``, ``scribbles/``,
   optional ``masks/``, ``splits/<name>.txt``, ``classes.txt``), e.g. ``data/acdc-scribble``.
 - :class:`VOCDataset`: PASCAL VOC 2012 + SBD with ScribbleSup scribbles.
-- :class:`SyntheticDataset`: the embedded default for demos and tests.
+- :class:`SyntheticDataset`: the embedded default for demos and tests;
+  :func:`write_synthetic_volumes`: a tiny NIfTI cardiac-like set (volumes, scribbles for the
+  training cases, masks for the validation cases).
+- :mod:`weakseg.data.volumes`: NIfTI / HDF5 volumes, slice axis, spacing, intensity scaling,
+  grouping of 2D slice ids into volumes, NIfTI output.
+- :mod:`weakseg.data.check`: what a folder dataset's splits hold and every problem
+  (``weakseg data check``).
 - :class:`LabelFolderDataset`: any of them with the labels read from a folder of full masks
   (GrabCut or iterative proposals).
 - :mod:`weakseg.data.scribbles`: simulate / shorten scribbles, tags, statistics.
@@ -18,6 +24,7 @@ from weakseg.data.io import IGNORE_INDEX, DataError
 from weakseg.data.label_folder import LabelFolderDataset
 from weakseg.data.scribbles import ScribbleStats, image_tags, shorten_scribbles, simulate_scribbles
 from weakseg.data.synthetic import SYNTHETIC_CLASSES, SyntheticDataset, write_synthetic_dataset
+from weakseg.data.synthetic_volumes import SYNTHETIC_VOLUME_CLASSES, write_synthetic_volumes
 from weakseg.data.transforms import eval_transforms, train_transforms
 from weakseg.data.voc import VOCDataset
 from weakseg.data.xml_scribbles import VOC_CLASSES, convert_xml_dir
@@ -26,6 +33,7 @@ __all__ = [
     "IGNORE_INDEX",
     "SUPERVISIONS",
     "SYNTHETIC_CLASSES",
+    "SYNTHETIC_VOLUME_CLASSES",
     "VOC_CLASSES",
     "DataError",
     "FolderDataset",
@@ -41,4 +49,5 @@ __all__ = [
     "simulate_scribbles",
     "train_transforms",
     "write_synthetic_dataset",
+    "write_synthetic_volumes",
 ]

@@ -16,7 +16,12 @@ A sample is a dict:
 - ``valid_mask``: bool ``Tensor[H, W]``, True on real pixels, False on padding.
 - ``tags``: bool ``Tensor[K]``, the classes present (from the full mask when there is one, else
   from the scribbles).
-- ``id``: str, the sample's id in the split file.
+- ``id``: str, the sample's id in the split file; for a slice of a volume file
+  ``<volume id>_slice_<n>``.
+- Slices of volume files (:mod:`weakseg.data.volumes`) also carry ``volume`` (str, the id in
+  the split file), ``slice`` (int, its index along the slice axis) and ``spacing`` (float64
+  ``Tensor[3]``: through-plane, row and column voxel size in mm, NaN when the file does not
+  say).
 
 ``supervision`` picks ``label``: ``"scribbles"`` (optionally shortened by ``shorten_ratio``),
 ``"clicks"`` (scribbles shortened to one click per object), ``"full"`` (the full mask), ``"tags"``
@@ -54,6 +59,7 @@ from weakseg.data.io import (
 )
 from weakseg.data.scribbles import image_tags, shorten_scribbles
 from weakseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ValidMask, normalize
+from weakseg.data.volumes import Volume, VolumeCache, file_id, scale_intensity
 
 __all__ = [
     "SUPERVISIONS",
@@ -72,12 +78,19 @@ Transform = Callable[[dict[str, Any]], dict[str, Any]]
 
 @dataclass(frozen=True)
 class SampleFiles:
-    """The files of one sample; ``None`` where the dataset has no such file."""
+    """The files of one sample; ``None`` where the dataset has no such file.
+
+    A slice of volume files has ``slice`` (its index along the file axis ``axis``) and
+    ``volume`` (the volume's id) set; the label files are then volumes of the image's shape.
+    """
 
     id: str
     image: Path
     scribbles: Path | None = None
     mask: Path | None = None
+    volume: str | None = None
+    slice: int | None = None
+    axis: int | None = None
 
 
 def check_supervision(supervision: str, shorten_ratio: float) -> None:
@@ -178,6 +191,9 @@ class SegmentationDataset(Dataset):
         channels: force 1 (gray) or 3 (RGB) image channels; ``None`` keeps each file's own.
         mean, std: normalization statistics in 0-255 (per channel; gray uses the averages).
         source: where the ids come from, for error messages (e.g. the split file).
+        intensity_percentiles: ``(low, high)``: clip each image (each volume, for slices of
+            volume files) to these percentiles of its values and scale to 0-255; ``None``
+            keeps the intensities as read.
     """
 
     def __init__(
@@ -193,10 +209,20 @@ class SegmentationDataset(Dataset):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         source: str = "",
+        intensity_percentiles: Sequence[float] | None = None,
     ) -> None:
         check_supervision(supervision, shorten_ratio)
         if channels not in (None, 1, 3):
             raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
+        if intensity_percentiles is not None:
+            intensity_percentiles = tuple(float(p) for p in intensity_percentiles)
+            if len(intensity_percentiles) != 2:
+                raise ValueError(
+                    f"intensity_percentiles must be (low, high), got {intensity_percentiles!r}"
+                )
+            scale_intensity(np.zeros(1), intensity_percentiles)  # checks the range
+        self.intensity_percentiles = intensity_percentiles
+        self._volumes = VolumeCache()
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
         self.supervision = supervision
@@ -243,13 +269,14 @@ class SegmentationDataset(Dataset):
         """Read and check sample ``index``: image ``[C, H, W]`` (0-255), scribbles and mask
         ``[H, W]`` (``None`` when not used). Raises :class:`DataError` on bad data."""
         entry = self.files[index]
+        if entry.slice is not None:
+            return self._load_slice(entry)
         image = read_image(entry.image, self.channels)
+        if self.intensity_percentiles is not None:
+            image = scale_intensity(image, self.intensity_percentiles)
         hw = image.shape[-2:]
         scribbles = mask = None
-        want_scribbles = self.supervision in ("scribbles", "clicks") or (
-            self.supervision == "tags" and not self.has_masks
-        )
-        if want_scribbles and entry.scribbles is not None:
+        if self._wants_scribbles() and entry.scribbles is not None:
             scribbles = read_label(entry.scribbles, "scribble")
             check_same_size(hw, scribbles.shape, entry.image, entry.scribbles, "scribble")
             check_label_values(scribbles, self.num_classes, entry.scribbles, "scribble")
@@ -258,6 +285,54 @@ class SegmentationDataset(Dataset):
             check_same_size(hw, mask.shape, entry.image, entry.mask, "mask")
             check_label_values(mask, self.num_classes, entry.mask, "mask")
         return image, scribbles, mask
+
+    def _wants_scribbles(self) -> bool:
+        return self.supervision in ("scribbles", "clicks") or (
+            self.supervision == "tags" and not self.has_masks
+        )
+
+    def volume(self, index: int, what: str = "image") -> Volume:
+        """The whole volume (slice axis first) that sample ``index`` is a slice of; ``what``
+        = ``"image"`` (intensities as the samples have them), ``"scribble"`` or ``"mask"``.
+
+        Raises:
+            ValueError: the sample is a 2D image, not a slice of a volume file.
+            DataError: the file is missing or unreadable.
+        """
+        return self._volume(self.files[index], what)
+
+    def _volume(self, entry: SampleFiles, what: str) -> Volume:
+        if entry.slice is None:
+            raise ValueError(f"sample {entry.id!r} is a 2D image, not a slice of a volume")
+        path = {"image": entry.image, "scribble": entry.scribbles, "mask": entry.mask}[what]
+        if path is None:
+            raise DataError(f"sample {entry.id!r} has no {what} file")
+        percentiles = self.intensity_percentiles if what == "image" else None
+        return self._volumes.get(path, what, entry.axis, percentiles)
+
+    def _load_slice(
+        self, entry: SampleFiles
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        image_volume = self._volume(entry, "image")
+        image = image_volume.array[entry.slice][None]  # (1, H, W)
+        if self.channels == 3:
+            image = np.repeat(image, 3, axis=0)
+        labels: dict[str, np.ndarray | None] = {"scribble": None, "mask": None}
+        wanted = {"scribble": self._wants_scribbles() and entry.scribbles is not None}
+        wanted["mask"] = self.has_masks
+        for what, path in (("scribble", entry.scribbles), ("mask", entry.mask)):
+            if not wanted[what]:
+                continue
+            volume = self._volume(entry, what)
+            if volume.array.shape != image_volume.array.shape:
+                raise DataError(
+                    f"size mismatch: image volume {entry.image} has shape "
+                    f"{image_volume.array.shape} (slice axis first) but {what} volume {path} "
+                    f"has {volume.array.shape}"
+                )
+            labels[what] = volume.array[entry.slice]
+            check_label_values(labels[what], self.num_classes, path, what)
+        return np.ascontiguousarray(image), labels["scribble"], labels["mask"]
 
     def _sample(self, index: int) -> dict[str, Any]:
         image, scribbles, mask = self.load(index)
@@ -269,9 +344,16 @@ class SegmentationDataset(Dataset):
             self.num_classes,
             self.shorten_ratio,
         )
-        return to_sample(
-            self.files[index].id, image, label, mask, tags, self.transform, self.mean, self.std
-        )
+        entry = self.files[index]
+        sample = to_sample(entry.id, image, label, mask, tags, self.transform, self.mean, self.std)
+        if entry.slice is not None:
+            spacing = self._volume(entry, "image").spacing
+            sample["volume"] = entry.volume
+            sample["slice"] = entry.slice
+            sample["spacing"] = torch.tensor(
+                spacing if spacing is not None else (float("nan"),) * 3, dtype=torch.float64
+            )
+        return sample
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
@@ -332,13 +414,15 @@ def read_split(path: Path) -> list[str]:
 
 
 def index_dir(directory: Path) -> dict[str, Path]:
-    """Map file stem -> path for the files of ``directory`` (PNG preferred on duplicate stems)."""
+    """Map file id -> path for the files of ``directory`` (the id is the name without its
+    extension, ``.nii.gz`` counted as one; PNG preferred on duplicate ids)."""
     found: dict[str, Path] = {}
     if not directory.is_dir():
         return found
     for path in sorted(directory.iterdir()):
         if not path.is_file() or path.name.startswith("."):
             continue
-        if path.stem not in found or path.suffix.lower() == ".png":
-            found[path.stem] = path
+        key = file_id(path)
+        if key not in found or path.suffix.lower() == ".png":
+            found[key] = path
     return found

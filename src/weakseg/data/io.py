@@ -23,6 +23,7 @@ __all__ = [
     "check_same_size",
     "read_image",
     "read_label",
+    "unlabeled_hint",
     "write_label",
 ]
 
@@ -127,7 +128,15 @@ def check_label_values(label: np.ndarray, num_classes: int, path: str | Path, wh
         raise DataError(
             f"{what} file {path} holds label values {{{shown}}} >= num_classes={num_classes} "
             f"(valid: 0..{num_classes - 1} and 255 = unlabeled) in {int(bad.sum())} pixels"
+            f"{unlabeled_hint(values, num_classes, what)}"
         )
+
+
+def unlabeled_hint(values: list[int], num_classes: int, what: str) -> str:
+    """A hint for scribbles whose only bad value is ``K``: WSL4MIS marks unlabeled pixels so."""
+    if what == "scribble" and list(values) == [num_classes]:
+        return f"; value {num_classes} = K is how WSL4MIS marks unlabeled pixels: map it to 255"
+    return ""
 
 
 def check_same_size(
