@@ -77,3 +77,109 @@ def check_positive(name: str, value: float) -> float:
     if not (number > 0 and number < float("inf")):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return number
+
+
+def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
+    """Raise ValueError unless ``value`` is one of ``choices``; return it."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return str(value)
+
+
+def check_nonnegative(name: str, value: float) -> float:
+    """Raise unless ``value`` is a finite number >= 0; return it as float."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number >= 0, got {value!r}") from None
+    if not (0 <= number < float("inf")):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+def check_n_iter(n_iter: int) -> int:
+    """``n_iter`` must be an int >= 0 (bools rejected)."""
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int):
+        raise TypeError(f"n_iter must be an int, got {type(n_iter).__name__}")
+    if n_iter < 0:
+        raise ValueError(f"n_iter must be >= 0, got {n_iter}")
+    return n_iter
+
+
+def check_valid_mask(
+    valid_mask: Tensor | None, like: Tensor, like_name: str = "probs"
+) -> Tensor | None:
+    """``valid_mask``: None or a bool tensor ``[B, *spatial]`` matching ``like [B, K, *spatial]``
+    and on its device; returned unchanged."""
+    if valid_mask is None:
+        return None
+    check_tensor("valid_mask", valid_mask)
+    if valid_mask.dtype != torch.bool:
+        raise TypeError(
+            f"valid_mask must be a bool tensor, got dtype {valid_mask.dtype}; use mask.bool()"
+        )
+    expected = (like.shape[0], *like.shape[2:])
+    if tuple(valid_mask.shape) != expected:
+        raise ValueError(
+            f"valid_mask must have shape [B, *spatial] = {expected} to match {like_name} of "
+            f"shape {tuple(like.shape)}, got {tuple(valid_mask.shape)}"
+        )
+    check_same_device("valid_mask", valid_mask, like_name, like)
+    return valid_mask
+
+
+def check_labels(
+    labels: Tensor,
+    logits: Tensor,
+    ignore_index: int = 255,
+    name: str = "labels",
+    *,
+    check_values: bool = True,
+) -> None:
+    """``labels [B, *spatial]``: integer class ids in ``0..K-1`` or ``ignore_index``, matching
+    ``logits [B, K, *spatial]`` and on its device.
+
+    The value check reads one number back from the device (a host synchronization);
+    ``check_values=False`` skips it where the caller has checked the labels already.
+    """
+    check_tensor(name, labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of class ids, got dtype {labels.dtype}")
+    expected = (logits.shape[0], *logits.shape[2:])
+    if tuple(labels.shape) != expected:
+        raise ValueError(
+            f"{name} must have shape [B, *spatial] = {expected} to match logits of shape "
+            f"{tuple(logits.shape)}, got {tuple(labels.shape)}"
+        )
+    check_same_device(name, labels, "logits", logits)
+    if not check_values:
+        return
+    num_classes = logits.shape[1]
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
+    if bool(bad.any()):
+        values = torch.unique(labels[bad])[:10].tolist()
+        raise ValueError(
+            f"{name} must hold class ids in 0..{num_classes - 1} or ignore_index={ignore_index}, "
+            f"got {values}"
+        )
+
+
+def check_logits_and_images(logits: Tensor, images: Tensor) -> None:
+    """``logits [B, K, *spatial]`` and ``images [B, C, *spatial]``, 2D or 3D, finite floats."""
+    check_tensor("logits", logits)
+    check_tensor("images", images)
+    check_ndim("logits", logits, (4, 5), "[B, K, H, W] or [B, K, D, H, W]")
+    check_ndim("images", images, (4, 5), "[B, C, H, W] or [B, C, D, H, W]")
+    check_not_empty("logits", logits)
+    check_not_empty("images", images)
+    check_floating("logits", logits)
+    check_floating("images", images)
+    if logits.ndim != images.ndim:
+        raise ValueError(
+            f"logits and images must have the same number of dims, got logits of shape "
+            f"{tuple(logits.shape)} and images of shape {tuple(images.shape)}"
+        )
+    check_same_batch_and_spatial("logits", logits, "images", images)
+    check_same_device("logits", logits, "images", images)
+    check_finite("logits", logits)
+    check_finite("images", images)

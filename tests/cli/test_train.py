@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,17 +92,23 @@ def test_train_eval_predict(tmp_path, data_root, capsys) -> None:
     assert Image.open(predictions / "synthetic_00000_overlay.png").mode == "RGB"
 
 
-def test_train_cli_errors(tmp_path, data_root) -> None:
+def test_train_cli_errors(tmp_path, data_root, capsys) -> None:
+    cases = [
+        (["--set", "epoch=3"], r"unknown config key 'epoch' .*did you mean 'epochs'"),
+        (["--config", str(tmp_path / "nope.yaml")], r"config file not found: .*nope.yaml"),
+    ]
+    root = write_synthetic_dataset(tmp_path / "nomasks", n_train=2, n_val=1, size=32)
+    for mask in (root / "masks").iterdir():
+        mask.unlink()
+    (root / "masks").rmdir()
+    settings = _settings(root, tmp_path / "r", "val_split=train", "max_iterations=1")
+    cases.append((settings, r"val_split 'train' has no full masks"))
+    for arguments, message in cases:
+        assert main(["train", *arguments]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and re.match(r"error: " + message, err), err
     with pytest.raises(ConfigError, match=r"unknown config key 'epoch' .*did you mean 'epochs'"):
-        main(["train", "--set", "epoch=3"])
-    with pytest.raises(FileNotFoundError, match=r"config file not found: .*nope.yaml"):
-        main(["train", "--config", str(tmp_path / "nope.yaml")])
-    with pytest.raises(ConfigError, match=r"val_split 'train' has no full masks"):
-        root = write_synthetic_dataset(tmp_path / "nomasks", n_train=2, n_val=1, size=32)
-        for mask in (root / "masks").iterdir():
-            mask.unlink()
-        (root / "masks").rmdir()
-        main(["train", *_settings(root, tmp_path / "r", "val_split=train", "max_iterations=1")])
+        main(["--debug", "train", "--set", "epoch=3"])
 
 
 def test_print_config(capsys) -> None:

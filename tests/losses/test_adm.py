@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from weakseg.crf import dense_crf_inference
 from weakseg.filtering import intensity_position_features
-from weakseg.proposals import DenseCRFADMLoss, densecrf_adm_loss
+from weakseg.losses import DenseCRFADMLoss, densecrf_adm_loss
 
 
 def kernel_matrix(features):

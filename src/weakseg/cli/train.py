@@ -23,7 +23,22 @@ from __future__ import annotations
 
 import argparse
 
-from weakseg.engine.train import get_args_parser, main
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``weakseg train`` to ``parser``."""
+    parser.add_argument("--config", default=None, help="YAML config (default: built-in defaults)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable); VALUE is YAML, dotted keys reach into losses",
+    )
+    parser.add_argument("--resume", default=None, help="checkpoint to resume, or 'auto'")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the merged config and exit"
+    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,11 +47,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="train a network (pCE + regularized losses) from a YAML config",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[get_args_parser(add_help=False)],
     )
+    arguments(parser)
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    from weakseg.engine.train import main
+
     return main(args)

@@ -12,14 +12,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from weakseg._validation import (
+from weakseg._validation import (  # noqa: F401 (check_choice, check_nonnegative: old home)
+    check_choice,
     check_finite,
     check_floating,
-    check_ndim,
-    check_not_empty,
-    check_positive,
-    check_same_batch_and_spatial,
-    check_same_device,
+    check_nonnegative,
     check_tensor,
 )
 from weakseg.filtering import (
@@ -28,9 +25,6 @@ from weakseg.filtering import (
     intensity_position_features,
     position_features,
 )
-
-BACKENDS: tuple[str, ...] = ("lattice", "exact")
-NORMALIZATIONS: tuple[str, ...] = ("symmetric", "none")
 
 
 class GaussianMessages:
@@ -91,54 +85,6 @@ class GaussianMessages:
         return self.filter(values * self.scale) * self.scale - self.self_weight * values
 
 
-def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
-    """Raise ValueError unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-    return str(value)
-
-
-def check_nonnegative(name: str, value: float) -> float:
-    """Raise unless ``value`` is a finite number >= 0; return it as float."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number >= 0, got {value!r}") from None
-    if not (number >= 0 and number < float("inf")):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return number
-
-
-def check_n_iter(n_iter: int) -> int:
-    """``n_iter`` must be an int >= 0 (bools rejected)."""
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int):
-        raise TypeError(f"n_iter must be an int, got {type(n_iter).__name__}")
-    if n_iter < 0:
-        raise ValueError(f"n_iter must be >= 0, got {n_iter}")
-    return n_iter
-
-
-def check_logits_and_images(logits: Tensor, images: Tensor) -> None:
-    """``logits [B, K, *spatial]`` and ``images [B, C, *spatial]``, 2D or 3D, finite floats."""
-    check_tensor("logits", logits)
-    check_tensor("images", images)
-    check_ndim("logits", logits, (4, 5), "[B, K, H, W] or [B, K, D, H, W]")
-    check_ndim("images", images, (4, 5), "[B, C, H, W] or [B, C, D, H, W]")
-    check_not_empty("logits", logits)
-    check_not_empty("images", images)
-    check_floating("logits", logits)
-    check_floating("images", images)
-    if logits.ndim != images.ndim:
-        raise ValueError(
-            f"logits and images must have the same number of dims, got logits of shape "
-            f"{tuple(logits.shape)} and images of shape {tuple(images.shape)}"
-        )
-    check_same_batch_and_spatial("logits", logits, "images", images)
-    check_same_device("logits", logits, "images", images)
-    check_finite("logits", logits)
-    check_finite("images", images)
-
-
 def check_compat(compat: Tensor | None, num_classes: int, like: Tensor) -> Tensor | None:
     """Return the K x K label compatibility (cost) matrix on the device and in the dtype of
     ``like``; ``None`` (Potts ``1 - I``, which inference never materializes) stays ``None``."""
@@ -153,42 +99,6 @@ def check_compat(compat: Tensor | None, num_classes: int, like: Tensor) -> Tenso
     check_floating("compat", compat)
     check_finite("compat", compat)
     return compat.to(device=like.device, dtype=like.dtype)
-
-
-def check_labels(labels: Tensor, logits: Tensor, ignore_index: int, name: str = "labels") -> None:
-    """``labels [B, *spatial]`` integer class ids in ``0..K-1`` or ``ignore_index``."""
-    check_tensor(name, labels)
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor of class ids, got dtype {labels.dtype}")
-    expected = (logits.shape[0], *logits.shape[2:])
-    if tuple(labels.shape) != expected:
-        raise ValueError(
-            f"{name} must have shape [B, *spatial] = {expected} to match logits of shape "
-            f"{tuple(logits.shape)}, got {tuple(labels.shape)}"
-        )
-    check_same_device(name, labels, "logits", logits)
-    num_classes = logits.shape[1]
-    bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
-    if bool(bad.any()):
-        values = torch.unique(labels[bad])[:5].tolist()
-        raise ValueError(
-            f"{name} must hold class ids in 0..{num_classes - 1} or ignore_index={ignore_index}, "
-            f"found {values}"
-        )
-
-
-def check_valid_mask(valid_mask: Tensor, logits: Tensor) -> None:
-    """``valid_mask [B, *spatial]`` bool, on the device of ``logits``."""
-    check_tensor("valid_mask", valid_mask)
-    if valid_mask.dtype != torch.bool:
-        raise TypeError(f"valid_mask must be a bool tensor, got dtype {valid_mask.dtype}")
-    expected = (logits.shape[0], *logits.shape[2:])
-    if tuple(valid_mask.shape) != expected:
-        raise ValueError(
-            f"valid_mask must have shape [B, *spatial] = {expected} to match logits of shape "
-            f"{tuple(logits.shape)}, got {tuple(valid_mask.shape)}"
-        )
-    check_same_device("valid_mask", valid_mask, "logits", logits)
 
 
 def build_kernels(
@@ -246,24 +156,3 @@ def _build_smoothness_messages(
 # images of one size (evaluation, proposals on fixed crops) builds its lattice and degrees once.
 # GaussianMessages is never modified after construction, so sharing it is safe.
 _smoothness_messages = functools.lru_cache(maxsize=4)(_build_smoothness_messages)
-
-
-def check_kernel_parameters(
-    w_bilateral: float,
-    theta_alpha: float,
-    theta_beta: float,
-    w_gaussian: float,
-    theta_gamma: float,
-    normalization: str,
-    backend: str,
-) -> tuple[float, float, float, float, float]:
-    """Validate the kernel hyper-parameters; return the numbers as floats."""
-    check_choice("normalization", normalization, NORMALIZATIONS)
-    check_choice("backend", backend, BACKENDS)
-    return (
-        check_nonnegative("w_bilateral", w_bilateral),
-        check_positive("theta_alpha", theta_alpha),
-        check_positive("theta_beta", theta_beta),
-        check_nonnegative("w_gaussian", w_gaussian),
-        check_positive("theta_gamma", theta_gamma),
-    )

@@ -7,12 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from weakseg.crf._kernels import (
-    build_kernels,
-    check_kernel_parameters,
-    check_logits_and_images,
-    check_n_iter,
-)
+from weakseg._validation import check_logits_and_images, check_n_iter
+from weakseg.crf._kernels import build_kernels
+from weakseg.crf.kernel_params import check_kernel_parameters
 
 __all__ = ["CRFasRNN"]
 

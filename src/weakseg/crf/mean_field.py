@@ -33,16 +33,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from weakseg.crf._kernels import (
-    GaussianMessages,
-    build_kernels,
-    check_compat,
-    check_kernel_parameters,
+from weakseg._validation import (
     check_labels,
     check_logits_and_images,
     check_n_iter,
     check_valid_mask,
 )
+from weakseg.crf._kernels import (
+    GaussianMessages,
+    build_kernels,
+    check_compat,
+)
+from weakseg.crf.kernel_params import check_kernel_parameters
 from weakseg.filtering import PermutohedralLattice
 from weakseg.filtering.lattice import numba_usable
 
@@ -307,7 +309,7 @@ def _prepare(
         check_labels(labels, logits, ignore_index)
     valid = None
     if valid_mask is not None:
-        check_valid_mask(valid_mask, logits)
+        check_valid_mask(valid_mask, logits, "logits")
         valid = valid_mask.unsqueeze(1).to(logits.dtype)  # (B, 1, *spatial)
     w_b, t_a, t_b, w_g, t_g = weights
     kernels = build_kernels(

@@ -1,17 +1,26 @@
-"""The training recipe: ``get_args_parser()`` -> ``main(args)`` -> ``train_one_epoch`` /
-``evaluate``, in the style of torchvision's ``references/segmentation``.
+"""The training recipe, in the style of torchvision's ``references/segmentation``:
+``train(config)`` = :func:`build` -> :func:`resume` -> :func:`fit`.
+
+:func:`build` makes a :class:`Run` (model, objective, optimizer, schedule, loaders, state) from a
+:class:`~weakseg.engine.config.TrainConfig`; :func:`resume` loads a checkpoint into it;
+:func:`fit` runs the optimizer steps and calls its :class:`Hook` objects at fixed points
+(``on_fit_start``, ``on_epoch_start``, ``on_iteration``, ``on_epoch_end``, ``on_checkpoint``,
+``on_interrupt``, ``on_fit_end``). What a run writes and when (the progress bar,
+``losses.jsonl``, TensorBoard, validation with ``best.pth``, ``metrics.jsonl``, checkpoints,
+iterative proposals) are the hooks of :func:`default_hooks`; the demo passes its own.
 
 Loss = partial cross-entropy on the labeled pixels + the weighted regularizers of
-``config.losses`` on the softmax of the logits upsampled to the input size (each term logged
-separately). SGD or AdamW, poly LR with linear warm-up, AMP on CUDA, gradient accumulation,
-DistributedDataParallel under ``torchrun`` (the same command runs single-process).
+``config.losses`` (a :class:`~weakseg.losses.Objective`) on the softmax of the logits
+upsampled to the input size (each term logged separately). SGD or AdamW, poly LR with linear
+warm-up, AMP on CUDA, gradient accumulation, DistributedDataParallel under ``torchrun`` (the
+same command runs single-process).
 
 The training modes of Table 2 of the paper (see :mod:`weakseg.engine.config`):
 
 - DenseCRF-GD, ``losses: {dense_crf: ...}``: pCE + weighted dense CRF loss by back-propagation.
 - DenseCRF-ADM, ``losses: {densecrf_adm: ...}``: per batch, mean-field proposals X with the
   scribbles clamped; the loss pCE + CE(X, S) on the unlabeled pixels replaces pCE
-  (:class:`~weakseg.proposals.DenseCRFADMLoss`).
+  (:class:`~weakseg.losses.DenseCRFADMLoss`).
 - GrabCut (one time), ``supervision: full`` + ``label_dir``: full masks from a folder.
 - ScribbleSup-style iterative proposals, ``proposal_every: N``: scribbles (pCE) for the first N
   epochs, then at the start of every N-th epoch the current network's predictions refined with
@@ -49,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -57,14 +67,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
@@ -73,7 +82,8 @@ from tqdm import tqdm
 from weakseg import __version__
 from weakseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from weakseg.engine.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from weakseg.engine.config import ConfigError, TrainConfig, build_regularizers, load_config
+from weakseg.engine.config import ConfigError, TrainConfig, load_config
+from weakseg.engine.device import resolve_device
 from weakseg.engine.evaluate import evaluate
 from weakseg.engine.loaders import (
     build_datasets,
@@ -81,10 +91,9 @@ from weakseg.engine.loaders import (
     build_val_loader,
     label_folder,
 )
-from weakseg.losses import DenseCRFLoss, SECLoss, cues_from_labels, partial_cross_entropy
+from weakseg.losses import Objective
 from weakseg.models import build_crf_layer_model, build_model
 from weakseg.proposals import (
-    DenseCRFADMLoss,
     proposal_round,
     proposals_complete,
     write_manifest,
@@ -93,13 +102,22 @@ from weakseg.proposals import (
 from weakseg.proposals.iterative import MANIFEST
 
 __all__ = [
+    "Checkpointing",
+    "Hook",
+    "Run",
     "TrainingInterrupted",
+    "Validation",
+    "build",
     "compute_loss",
+    "default_hooks",
+    "fit",
     "get_args_parser",
     "main",
     "poly_lr_lambda",
+    "resume",
+    "save",
     "train",
-    "train_one_epoch",
+    "train_step",
 ]
 
 
@@ -166,108 +184,36 @@ def poly_lr_lambda(
 
 
 def compute_loss(
-    logits: Tensor, batch: dict[str, Tensor], regularizers: dict[str, nn.Module]
+    logits: Tensor, batch: Mapping[str, Any], objective: Objective | Mapping[str, nn.Module]
 ) -> tuple[Tensor, dict[str, float]]:
-    r"""Partial cross-entropy (or DenseCRF-ADM, or SEC) plus the regularizers, on logits
-    upsampled to the input size.
-
-    .. math::
-        L = \ell_{pCE}(S, Y) + \sum_r \lambda_r R_r(S)
-        \quad\text{or, with ADM,}\quad
-        L = \ell_{pCE}(S, Y) + \frac{1}{|\Omega_U|} \sum_{p \in \Omega_U} H(X_p, S_p)
-            + \sum_r \lambda_r R_r(S)
-
-    and with SEC (Table 3) :math:`L = L_{SEC}(S, C, T, I) + \sum_r \lambda_r R_r(S)`, the cues
-    :math:`C` being the labels (each labeled pixel a cue of its class) and :math:`T` the tags.
+    """The objective's total loss and its logged terms as floats (one host transfer).
 
     Args:
         logits: Tensor[B, K, h, w] network output (any resolution).
-        batch: ``label`` Tensor[B, H, W] (255 = unlabeled), ``image_raw`` Tensor[B, C, H, W]
-            (0-255), ``valid_mask`` Tensor[B, H, W] bool, and for SEC ``tags`` Tensor[B, K]
-            bool; on the logits' device.
-        regularizers: name -> loss module (already weighted, e.g. ``DenseCRFLoss(weight=...)``);
-            at most one that replaces partial cross-entropy: a
-            :class:`~weakseg.proposals.DenseCRFADMLoss` (it contains pCE) or a
-            :class:`~weakseg.losses.SECLoss`.
+        batch: ``label``, ``image_raw``, ``valid_mask`` (and ``tags`` for SEC), on the logits'
+            device.
+        objective: an :class:`~weakseg.losses.Objective`, or the mapping name -> loss module
+            to build one from.
 
     Returns:
-        The total loss Tensor[] and every term's value as floats: ``pce`` (SEC: ``seeding``,
-        ``expansion`` and, unless its ``boundary`` is ``"none"``, ``boundary``, each weighted),
-        then each regularizer's weighted contribution (ADM: the proposal cross-entropy),
-        ``loss`` = their sum; with ``densecrf_adm`` or an "affinity"-normalized full-resolution
-        ``dense_crf``, also ``dense_crf_value`` (the unweighted dense CRF loss, see the module
-        docstring), which is not part of the sum.
+        The total Tensor[] and the terms of :class:`~weakseg.losses.Objective` as floats.
     """
-    label = batch["label"]
-    logits = logits.float()
-    if logits.shape[-2:] != label.shape[-2:]:
-        logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
-    adm = {n: m for n, m in regularizers.items() if isinstance(m, DenseCRFADMLoss)}
-    sec = {n: m for n, m in regularizers.items() if isinstance(m, SECLoss)}
-    if len(adm) + len(sec) > 1:
-        raise ValueError(
-            f"at most one loss that replaces partial cross-entropy, got {', '.join([*adm, *sec])}"
-        )
-    if sec:
-        total, terms = _sec_terms(next(iter(sec.values())), logits, batch)
-    else:
-        pce = partial_cross_entropy(logits, label)
-        total = pce
-        terms = {"pce": pce.detach()}
-    for name, module in adm.items():  # replaces pCE, which it contains
-        out = module(logits, batch["image_raw"], label, batch["valid_mask"])
-        total = out.loss
-        terms[name] = (out.loss - pce).detach()
-        terms["dense_crf_value"] = out.dense_crf_loss
-    others = {n: m for n, m in regularizers.items() if n not in adm and n not in sec}
-    if others:
-        probs = logits.softmax(dim=1)  # (B, K, H, W) at full resolution
-        for name, regularizer in others.items():
-            value = regularizer(batch["image_raw"], probs, batch["valid_mask"])
-            terms[name] = value.detach()
-            total = total + value
-            if isinstance(regularizer, DenseCRFLoss):
-                unweighted = _dense_crf_value(regularizer, value)
-                if unweighted is not None:
-                    terms["dense_crf_value"] = unweighted
-    terms["loss"] = total.detach()
-    return total, {k: float(v) for k, v in terms.items()}
+    if not isinstance(objective, Objective):
+        objective = Objective(objective)
+    total, terms = objective(logits, batch)
+    return total, _floats(terms)
 
 
-def _sec_terms(
-    module: SECLoss, logits: Tensor, batch: dict[str, Tensor]
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """SEC's loss on ``logits [B, K, H, W]`` and its weighted terms: the cues are the labels
-    ``[B, H, W]`` (255 = no cue), the tags ``batch["tags"] [B, K]``."""
-    probs = logits.softmax(dim=1)  # (B, K, H, W)
-    cues = cues_from_labels(batch["label"], probs.shape[1])  # (B, K, H, W)
-    out = module(probs, batch["image_raw"], cues, batch["tags"], batch["valid_mask"])
-    terms = {
-        "seeding": module.seed_weight * out.seeding.detach(),
-        "expansion": module.expand_weight * out.expansion.detach(),
-    }
-    if module.boundary != "none":
-        terms["boundary"] = module.boundary_weight * out.boundary.detach()
-    return out.loss, terms
-
-
-def _dense_crf_value(regularizer: DenseCRFLoss, weighted: Tensor) -> Tensor | None:
-    """The unweighted ``"affinity"``-normalized dense CRF loss at full resolution when it comes
-    for free (the training term divided by its weight, when the term is that quantity), else
-    ``None``: recomputing it would cost one more full-resolution filtering per step."""
-    if (
-        regularizer.normalization == "affinity"
-        and regularizer.scale_factor == 1.0
-        and regularizer.weight != 0.0
-    ):
-        return weighted.detach() / regularizer.weight
-    return None
+def _floats(terms: Mapping[str, Tensor]) -> dict[str, float]:
+    """Scalars to floats with one device-to-host copy (float32 -> float64 is exact)."""
+    stacked = torch.stack([v.detach().reshape(()).to(torch.float64) for v in terms.values()])
+    return dict(zip(terms, stacked.tolist(), strict=True))
 
 
 def train_step(
     model: nn.Module,
     batches: list[dict[str, Any]],
-    regularizers: dict[str, nn.Module],
+    objective: Objective | Mapping[str, nn.Module],
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     config: TrainConfig,
@@ -292,7 +238,7 @@ def train_step(
                     logits = model(batch["image"], batch["image_raw"])
                 else:
                     logits = model(batch["image"])
-            loss, terms = compute_loss(logits, batch, regularizers)
+            loss, terms = compute_loss(logits, batch, objective)
             if not math.isfinite(terms["loss"]):
                 raise FloatingPointError(f"non-finite loss: {terms}")
             scaler.scale(loss / len(batches)).backward()
@@ -306,164 +252,96 @@ def train_step(
     return sums
 
 
-def _grouped(loader: Iterator, size: int, steps: int) -> Iterator[list[dict[str, Any]]]:
-    iterator = iter(loader)
-    for _ in range(steps):
-        group = []
-        for _ in range(size):
-            group.append(next(iterator))
-        yield group
+@dataclasses.dataclass
+class Processes:
+    """This process's place under torchrun (one process, rank 0, without it)."""
+
+    distributed: bool = False
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls) -> Processes:
+        """From torchrun's environment; initializes the process group when distributed."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size <= 1:
+            return cls()
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        return cls(True, rank, world_size, local_rank)
 
 
-def train_one_epoch(
-    model: nn.Module,
-    regularizers: dict[str, nn.Module],
-    optimizer: torch.optim.Optimizer,
-    lr_scheduler: LambdaLR,
-    scaler: torch.amp.GradScaler,
-    loader: torch.utils.data.DataLoader,
-    steps: int,
-    state: dict[str, Any],
-    config: TrainConfig,
-    device: torch.device,
-    context: dict[str, Any],
-) -> dict[str, float]:
-    """Run ``steps`` optimizer steps from ``loader``; returns the mean of each loss term.
+@dataclasses.dataclass
+class Run:
+    """Everything a training run is made of; :func:`build` fills it, :func:`fit` runs it.
 
-    ``state["iteration"]`` counts the steps; a checkpoint is written every
-    ``checkpoint_every`` of them, and a stop signal ends the epoch early after writing one
-    (``state["stopped"]`` = the signal number).
+    ``state`` holds what changes and is checkpointed: ``epoch``, ``iteration``, ``best_miou``
+    (and, during :func:`fit`, ``stopped`` = a signal number). Hooks keep their own objects in
+    ``extras``.
     """
-    model.train()
-    totals: dict[str, float] = {}
-    done = 0
-    bar = tqdm(
-        total=steps,
-        desc=f"epoch {state['epoch']}",
-        disable=not (config.progress and context["main"]),
-        dynamic_ncols=True,
-        leave=False,
-    )
-    for batches in _grouped(loader, config.accumulate, steps):
-        terms = train_step(model, batches, regularizers, optimizer, scaler, config, device)
-        lr_scheduler.step()
-        state["iteration"] += 1
-        done += 1
-        for key, value in terms.items():
-            totals[key] = totals.get(key, 0.0) + value
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items()})
-        writer = context.get("writer")
-        if state["iteration"] % config.log_every == 0:
-            lr = optimizer.param_groups[0]["lr"]
-            if writer is not None:
-                for key, value in terms.items():
-                    writer.add_scalar(f"train/{key}", value, state["iteration"])
-                writer.add_scalar("train/lr", lr, state["iteration"])
-            if context["main"]:
-                line = {"iteration": state["iteration"], "epoch": state["epoch"], "lr": lr, **terms}
-                # opened per line: flushed and closed at once, appended to on resume
-                with open(Path(config.output_dir) / "losses.jsonl", "a") as stream:
-                    stream.write(json.dumps(line) + "\n")
-        signum = context["stop"].requested(context["distributed"], device)
-        if signum is not None:
-            state["stopped"] = signum
-            break
-        if state["iteration"] >= state["total"]:
-            break
-        if state["iteration"] % config.checkpoint_every == 0:
-            context["save"]()
-    bar.close()
-    means = {k: v / max(done, 1) for k, v in totals.items()}
-    if context["distributed"]:
-        keys = sorted(means)
-        values = torch.tensor([means[k] for k in keys], dtype=torch.float64, device=device)
-        dist.all_reduce(values)
-        means = dict(zip(keys, (values / dist.get_world_size()).tolist(), strict=True))
-    return means
+
+    config: TrainConfig
+    processes: Processes
+    device: torch.device
+    model: nn.Module  # the DDP wrapper when distributed
+    model_without_ddp: nn.Module
+    model_config: dict[str, Any]
+    class_names: list[str]
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: LambdaLR
+    scaler: torch.amp.GradScaler
+    train_set: Any
+    loader: torch.utils.data.DataLoader
+    sampler: Any
+    seeded: Any
+    val_set: Any
+    val_loader: torch.utils.data.DataLoader | None
+    steps_per_epoch: int
+    total: int
+    state: dict[str, Any] = dataclasses.field(default_factory=dict)
+    hooks: list[Hook] = dataclasses.field(default_factory=list)
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.config.output_dir)
+
+    @property
+    def main(self) -> bool:
+        return self.processes.main
 
 
-def _use_proposals(
-    epoch: int,
-    position: int,
-    dataset: Any,
-    model: nn.Module,
-    config: TrainConfig,
-    device: torch.device,
-    rank: int,
-    world_size: int,
-) -> None:
-    """Iterative proposals: point the training labels of ``dataset`` (a
-    :class:`~weakseg.data.LabelFolderDataset`) at the folder of ``epoch``'s round.
+class Hook:
+    """Called by :func:`fit` at fixed points; override what you need (all no-ops here).
 
-    The first round uses the scribbles. At the start of a later round (its first epoch, at
-    ``position`` 0) the proposals are generated from the current network, unless a complete
-    folder is already there: a run resumed at that point reuses it (it was made from the same
-    weights). Mid-round the folder must exist, since the weights it came from are gone.
-    Generation leaves the random generators as they were, so that resuming is exact.
+    Order of calls: ``on_fit_start`` once; per epoch ``on_epoch_start(epoch, position,
+    steps)``, ``on_iteration(terms)`` after every optimizer step, ``on_epoch_end(record)``
+    (hooks may add to ``record`` before the later ones see it); ``on_checkpoint(content)``
+    whenever a checkpoint is written (to add to it); ``on_interrupt`` after a stop signal
+    (return the checkpoint written, if any); ``on_fit_end`` always, last.
     """
-    start = proposal_round(epoch, config.proposal_every)
-    folder = None if start is None else Path(config.output_dir) / "proposals" / f"epoch_{start}"
-    if folder is None or dataset.label_dir == folder:
-        dataset.label_dir = folder
-        return
-    if not proposals_complete(folder):
-        if epoch != start or position != 0:
-            raise FileNotFoundError(
-                f"cannot resume exactly: the proposals of the round that started at epoch "
-                f"{start} are missing or incomplete ({folder / MANIFEST} not found); they came "
-                f"from the network of that epoch's start"
-            )
-        rng = get_rng_state()
-        write_network_proposals(
-            model,
-            dataset.dataset,
-            folder,
-            device,
-            method=config.proposal_method,
-            crf=config.proposal_crf,
-            indices=range(rank, len(dataset), world_size),
-            num_workers=config.num_workers,
-            progress=config.progress and rank == 0,
-            desc=f"proposals for epoch {start}",
-        )
-        set_rng_state(rng)
-        if world_size > 1:
-            dist.barrier()
-        if rank == 0:
-            info = {"epoch": start, "method": config.proposal_method, "images": len(dataset)}
-            if config.proposal_method == "crf":
-                info["crf"] = config.proposal_crf
-            write_manifest(folder, info)
-            print(f"epoch {start}: {len(dataset)} proposals written to {folder}", flush=True)
-        if world_size > 1:
-            dist.barrier()
-    dataset.label_dir = folder
 
+    def on_fit_start(self, run: Run) -> None: ...
 
-def _init_distributed() -> tuple[bool, int, int, int]:
-    """``(distributed, rank, world_size, local_rank)`` from torchrun's environment."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return False, 0, 1, 0
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    return True, rank, world_size, local_rank
+    def on_epoch_start(self, run: Run, epoch: int, position: int, steps: int) -> None: ...
 
+    def on_iteration(self, run: Run, terms: dict[str, float]) -> None: ...
 
-def _device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} asked for, but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    return device
+    def on_epoch_end(self, run: Run, record: dict[str, Any]) -> None: ...
+
+    def on_checkpoint(self, run: Run, content: dict[str, Any]) -> None: ...
+
+    def on_interrupt(self, run: Run) -> Path | None:
+        return None
+
+    def on_fit_end(self, run: Run) -> None: ...
 
 
 def _seed_everything(seed: int, deterministic: bool) -> None:
@@ -499,14 +377,347 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _tensorboard(config: TrainConfig, main_process: bool):
-    if not (config.tensorboard and main_process):
+def build_network(
+    config: TrainConfig, num_classes: int, in_channels: int
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of ``config`` (wrapped in the CRF-as-RNN layer with ``crf_layer``) and the
+    ``model_config`` that ``weakseg eval`` / ``predict`` rebuild it from."""
+    model_config: dict[str, Any] = {
+        "name": config.model,
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "output_stride": config.output_stride,
+    }
+    model = build_model(
+        config.model,
+        num_classes,
+        in_channels=in_channels,
+        pretrained=config.pretrained,
+        output_stride=config.output_stride,
+    )
+    if config.crf_layer is not None:  # Table 4: network + trainable CRF-as-RNN layer
+        mean, std = list(config.mean or IMAGENET_MEAN), list(config.std or IMAGENET_STD)
+        model_config.update(crf_layer=dict(config.crf_layer), mean=mean, std=std)
+        model = build_crf_layer_model(model, num_classes, config.crf_layer, mean, std)
+    return model, model_config
+
+
+def _place(model: nn.Module, config: TrainConfig, processes: Processes, device) -> nn.Module:
+    """``model`` on ``device``; SyncBatchNorm and DistributedDataParallel when distributed."""
+    if processes.distributed and config.sync_bn:
+        if device.type != "cuda":
+            raise ConfigError(
+                "sync_bn: true needs CUDA devices (SyncBatchNorm does not run on CPU)"
+            )
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if processes.distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model
+
+
+def build(config: TrainConfig, datasets: tuple[Any, Any, list[str], int] | None = None) -> Run:
+    """A :class:`Run` of ``config``, ready for :func:`fit` (seeded; nothing written yet).
+
+    Args:
+        config: the settings.
+        datasets: ``(train_set, val_set, class_names, in_channels)`` as from
+            :func:`~weakseg.engine.loaders.build_datasets`, to share data between runs
+            (the demo); built from ``config`` when omitted.
+
+    Raises:
+        ConfigError, DataError, FileNotFoundError: bad settings or data (named).
+    """
+    processes = Processes.from_environment()
+    device = resolve_device(config.device, processes.local_rank)
+    _seed_everything(config.seed, config.deterministic)
+    objective = config.objective()
+    train_set, val_set, class_names, in_channels = datasets or build_datasets(config)
+    rank, world = processes.rank, processes.world_size
+    loader, sampler, seeded = build_train_loader(
+        train_set, config, rank, world, device.type == "cuda"
+    )
+    val_loader = None
+    if val_set is not None:
+        val_loader = build_val_loader(
+            val_set, config.val_batch_size, config.num_workers, rank, world
+        )
+    network, model_config = build_network(config, len(class_names), in_channels)
+    model = _place(network, config, processes, device)
+    optimizer = build_optimizer(network, config)
+    steps_per_epoch = len(loader) // config.accumulate
+    if steps_per_epoch < 1:
+        raise ConfigError(
+            f"an epoch has {len(loader)} batches, fewer than accumulate={config.accumulate}"
+        )
+    total = config.epochs * steps_per_epoch
+    if config.max_iterations is not None:
+        total = min(total, config.max_iterations)
+    schedule = poly_lr_lambda(
+        total, config.lr_power, config.warmup_iterations, config.warmup_factor
+    )
+    return Run(
+        config=config,
+        processes=processes,
+        device=device,
+        model=model,
+        model_without_ddp=network,
+        model_config=model_config,
+        class_names=list(class_names),
+        objective=objective,
+        optimizer=optimizer,
+        lr_scheduler=LambdaLR(optimizer, schedule),
+        scaler=torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda"),
+        train_set=train_set,
+        loader=loader,
+        sampler=sampler,
+        seeded=seeded,
+        val_set=val_set,
+        val_loader=val_loader,
+        steps_per_epoch=steps_per_epoch,
+        total=total,
+        state={"epoch": 0, "iteration": 0, "best_miou": None, "total": total},
+    )
+
+
+def resume_path(config: TrainConfig) -> Path | None:
+    """The checkpoint ``config.resume`` names: a path, or for ``"auto"`` the run folder's
+    ``checkpoint.pth`` when it exists; ``None`` for a fresh run."""
+    if config.resume == "auto":
+        path = Path(config.output_dir) / "checkpoint.pth"
+        return path if path.is_file() else None
+    return Path(config.resume) if config.resume else None
+
+
+def resume(run: Run, path: str | Path | None = None) -> dict[str, Any] | None:
+    """Load the checkpoint ``path`` (default: :func:`resume_path`) into ``run``: weights,
+    optimizer, schedule, AMP scaler, position and this process's RNG states. Returns the
+    checkpoint, or ``None`` when there is nothing to resume.
+
+    Raises:
+        ConfigError: the checkpoint's epochs have another number of steps.
+    """
+    path = resume_path(run.config) if path is None else Path(path)
+    if path is None:
         return None
+    checkpoint = load_checkpoint(path)
+    run.model_without_ddp.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
+    run.scaler.load_state_dict(checkpoint["scaler"])
+    run.state["iteration"] = int(checkpoint["iteration"])
+    run.state["best_miou"] = checkpoint.get("best_miou")
+    if checkpoint.get("steps_per_epoch", run.steps_per_epoch) != run.steps_per_epoch:
+        raise ConfigError(
+            f"cannot resume {path} exactly: it has {checkpoint['steps_per_epoch']} steps "
+            f"per epoch, this config {run.steps_per_epoch} (dataset or batch size changed)"
+        )
+    rng = checkpoint.get("rng", {})
+    if str(run.processes.rank) in rng:
+        set_rng_state(rng[str(run.processes.rank)])
+    return checkpoint
+
+
+def _rng_states(run: Run) -> dict[str, Any]:
+    own = get_rng_state()
+    if not run.processes.distributed:
+        return {"0": own}
+    gathered: list[Any] = [None] * run.processes.world_size
+    dist.all_gather_object(gathered, own)
+    return {str(r): s for r, s in enumerate(gathered)}
+
+
+def checkpoint_content(run: Run) -> dict[str, Any]:
+    """What a checkpoint holds (collective when distributed: every rank calls it)."""
+    content = {
+        "model": run.model_without_ddp.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "lr_scheduler": run.lr_scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "epoch": run.state["epoch"],
+        "iteration": run.state["iteration"],
+        "steps_per_epoch": run.steps_per_epoch,
+        "best_miou": run.state["best_miou"],
+        "args": run.config.to_dict(),
+        "model_config": run.model_config,
+        "class_names": run.class_names,
+        "rng": _rng_states(run),
+        "version": __version__,
+    }
+    for hook in run.hooks:
+        hook.on_checkpoint(run, content)
+    return content
+
+
+def save(run: Run, name: str = "checkpoint.pth") -> Path:
+    """Write ``output_dir/name`` (the main process writes; every rank must call it)."""
+    content = checkpoint_content(run)
+    path = run.output_dir / name
+    if run.main:
+        save_checkpoint(content, path)
+    return path
+
+
+def _grouped(loader: Iterator, size: int, steps: int) -> Iterator[list[dict[str, Any]]]:
+    iterator = iter(loader)
+    for _ in range(steps):
+        yield [next(iterator) for _ in range(size)]
+
+
+def _fit_epoch(run: Run, steps: int, stop: _StopFlag) -> dict[str, float]:
+    """``steps`` optimizer steps; the mean of each loss term (over all processes)."""
+    run.model.train()
+    config, state = run.config, run.state
+    totals: dict[str, float] = {}
+    done = 0
+    for batches in _grouped(run.loader, config.accumulate, steps):
+        terms = train_step(
+            run.model, batches, run.objective, run.optimizer, run.scaler, config, run.device
+        )
+        run.lr_scheduler.step()
+        state["iteration"] += 1
+        done += 1
+        for key, value in terms.items():
+            totals[key] = totals.get(key, 0.0) + value
+        signum = stop.requested(run.processes.distributed, run.device)
+        if signum is not None:
+            state["stopped"] = signum
+        for hook in run.hooks:
+            hook.on_iteration(run, terms)
+        if signum is not None or state["iteration"] >= run.total:
+            break
+    means = {k: v / max(done, 1) for k, v in totals.items()}
+    if run.processes.distributed:
+        keys = sorted(means)
+        values = torch.tensor([means[k] for k in keys], dtype=torch.float64, device=run.device)
+        dist.all_reduce(values)
+        means = dict(zip(keys, (values / dist.get_world_size()).tolist(), strict=True))
+    return means
+
+
+def fit(run: Run, hooks: Sequence[Hook] = ()) -> dict[str, Any]:
+    """Train ``run`` from its ``state["iteration"]`` to ``run.total``, calling ``hooks``.
+
+    Returns:
+        The last epoch's record: ``epoch``, ``iteration``, ``lr``, ``train`` (mean terms),
+        ``time`` and whatever the hooks added (``val``).
+
+    Raises:
+        TrainingInterrupted: after SIGINT / SIGTERM, once the hooks' ``on_interrupt`` ran.
+    """
+    run.hooks = list(hooks)
+    state = run.state
+    record: dict[str, Any] = {}
     try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(log_dir=str(Path(config.output_dir) / "tensorboard"))
+        for hook in run.hooks:
+            hook.on_fit_start(run)
+        with _StopFlag() as stop:
+            while state["iteration"] < run.total:
+                epoch, position = divmod(state["iteration"], run.steps_per_epoch)
+                state["epoch"] = epoch
+                steps = min(run.steps_per_epoch - position, run.total - state["iteration"])
+                for hook in run.hooks:
+                    hook.on_epoch_start(run, epoch, position, steps)
+                start_sample = position * run.config.accumulate * run.config.batch_size
+                run.sampler.set_epoch(epoch, start=start_sample)
+                run.seeded.set_epoch(epoch)
+                start = time.perf_counter()
+                losses = _fit_epoch(run, steps, stop)
+                if "stopped" in state:
+                    paths = [hook.on_interrupt(run) for hook in run.hooks]
+                    path = next((p for p in paths if p is not None), None)
+                    raise TrainingInterrupted(state["stopped"], path if run.main else None)
+                record = {
+                    "epoch": epoch,
+                    "iteration": state["iteration"],
+                    "lr": run.optimizer.param_groups[0]["lr"],
+                    "train": losses,
+                    "time": time.perf_counter() - start,
+                }
+                for hook in run.hooks:
+                    hook.on_epoch_end(run, record)
+    finally:
+        for hook in run.hooks:
+            hook.on_fit_end(run)
+    return record
+
+
+class ProgressBar(Hook):
+    """A tqdm bar per epoch with the step's terms (main process, ``progress: true``)."""
+
+    def on_epoch_start(self, run: Run, epoch: int, position: int, steps: int) -> None:
+        run.extras["bar"] = tqdm(
+            total=steps,
+            desc=f"epoch {epoch}",
+            disable=not (run.config.progress and run.main),
+            dynamic_ncols=True,
+            leave=False,
+        )
+
+    def on_iteration(self, run: Run, terms: dict[str, float]) -> None:
+        bar = run.extras["bar"]
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items()})
+
+    def on_epoch_end(self, run: Run, record: dict[str, Any]) -> None:
+        self.on_fit_end(run)
+
+    def on_fit_end(self, run: Run) -> None:
+        bar = run.extras.pop("bar", None)
+        if bar is not None:
+            bar.close()
+
+
+class LossLog(Hook):
+    """One JSON line every ``log_every`` steps in ``losses.jsonl`` (main process):
+    ``{"iteration", "epoch", "lr", <each term>: value}``; appended to on resume."""
+
+    def on_iteration(self, run: Run, terms: dict[str, float]) -> None:
+        iteration = run.state["iteration"]
+        if not run.main or iteration % run.config.log_every != 0:
+            return
+        lr = run.optimizer.param_groups[0]["lr"]
+        line = {"iteration": iteration, "epoch": run.state["epoch"], "lr": lr, **terms}
+        # opened per line: flushed and closed at once
+        with open(run.output_dir / "losses.jsonl", "a") as stream:
+            stream.write(json.dumps(line) + "\n")
+
+
+class TensorBoard(Hook):
+    """Train terms every ``log_every`` steps, validation scores and images after validation,
+    when the ``tensorboard`` package is installed (main process, ``tensorboard: true``)."""
+
+    def on_fit_start(self, run: Run) -> None:
+        self.writer = None
+        if not (run.config.tensorboard and run.main):
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            return
+        self.writer = SummaryWriter(log_dir=str(run.output_dir / "tensorboard"))
+
+    def on_iteration(self, run: Run, terms: dict[str, float]) -> None:
+        iteration = run.state["iteration"]
+        if self.writer is None or iteration % run.config.log_every != 0:
+            return
+        for key, value in terms.items():
+            self.writer.add_scalar(f"train/{key}", value, iteration)
+        self.writer.add_scalar("train/lr", run.optimizer.param_groups[0]["lr"], iteration)
+
+    def on_epoch_end(self, run: Run, record: dict[str, Any]) -> None:
+        if self.writer is None or "val" not in record:
+            return
+        iteration = run.state["iteration"]
+        self.writer.add_scalar("val/miou", record["val"]["miou"] or 0.0, iteration)
+        self.writer.add_scalar("val/mean_dice", record["val"]["mean_dice"] or 0.0, iteration)
+        _log_images(self.writer, run.model_without_ddp, run.val_set, iteration, run.device)
+
+    def on_fit_end(self, run: Run) -> None:
+        if getattr(self, "writer", None) is not None:
+            self.writer.close()
+            self.writer = None
 
 
 def _log_images(writer: Any, model: nn.Module, dataset: Any, iteration: int, device) -> None:
@@ -524,209 +735,159 @@ def _log_images(writer: Any, model: nn.Module, dataset: Any, iteration: int, dev
     writer.add_image("val/prediction", colorize(pred), iteration)
 
 
+class Validation(Hook):
+    """Evaluate after every ``eval_every``-th epoch and at the end; ``record["val"]`` is the
+    summary; a better ``metric`` than ``state["best_miou"]`` writes ``best.pth``.
+
+    Subclasses change what is measured by overriding :meth:`evaluate` (and ``metric``).
+    """
+
+    metric = "miou"
+
+    def due(self, run: Run) -> bool:
+        """At the end of the run, or of an epoch that validation falls on."""
+        iteration, config = run.state["iteration"], run.config
+        if run.val_loader is None:
+            return False
+        if iteration >= run.total:
+            return True
+        epoch_done = iteration % run.steps_per_epoch == 0
+        return epoch_done and (run.state["epoch"] + 1) % config.eval_every == 0
+
+    def evaluate(self, run: Run) -> dict[str, Any]:
+        """The validation summary (mIoU, Dice, per class) of the current weights."""
+        num_classes = len(run.class_names)
+        confusion = evaluate(run.model_without_ddp, run.val_loader, num_classes, run.device)
+        return confusion.summary(run.class_names)
+
+    def on_epoch_end(self, run: Run, record: dict[str, Any]) -> None:
+        if not self.due(run):
+            return
+        record["val"] = self.evaluate(run)
+        score, best = record["val"][self.metric], run.state["best_miou"]
+        if score is not None and (best is None or score > best):
+            run.state["best_miou"] = score
+            save(run, "best.pth")
+
+
+class EpochLog(Hook):
+    """The epoch's record as a JSON line of ``metrics.jsonl`` and one printed line."""
+
+    def on_epoch_end(self, run: Run, record: dict[str, Any]) -> None:
+        if not run.main:
+            return
+        with open(run.output_dir / "metrics.jsonl", "a") as stream:
+            stream.write(json.dumps(record) + "\n")
+        _print_record(record)
+
+
+class Checkpointing(Hook):
+    """``checkpoint.pth`` every ``checkpoint_every`` steps, after each epoch and on a stop
+    signal."""
+
+    def on_iteration(self, run: Run, terms: dict[str, float]) -> None:
+        iteration = run.state["iteration"]
+        if "stopped" in run.state or iteration >= run.total:
+            return
+        if iteration % run.config.checkpoint_every == 0:
+            save(run)
+
+    def on_epoch_end(self, run: Run, record: dict[str, Any]) -> None:
+        save(run)
+
+    def on_interrupt(self, run: Run) -> Path | None:
+        return save(run)
+
+
+class IterativeProposals(Hook):
+    """ScribbleSup-style rounds (``proposal_every``): at the start of every epoch, point the
+    training labels (a :class:`~weakseg.data.LabelFolderDataset`) at the round's folder.
+
+    The first round uses the scribbles. At the start of a later round (its first epoch, at
+    ``position`` 0) the proposals are generated from the current network, unless a complete
+    folder is already there: a run resumed at that point reuses it (it was made from the same
+    weights). Mid-round the folder must exist, since the weights it came from are gone.
+    Generation leaves the random generators as they were, so that resuming is exact.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def on_epoch_start(self, run: Run, epoch: int, position: int, steps: int) -> None:
+        config, dataset = run.config, self.dataset
+        start = proposal_round(epoch, config.proposal_every)
+        folder = None if start is None else run.output_dir / "proposals" / f"epoch_{start}"
+        if folder is not None and dataset.label_dir != folder and not proposals_complete(folder):
+            if epoch != start or position != 0:
+                raise FileNotFoundError(
+                    f"cannot resume exactly: the proposals of the round that started at epoch "
+                    f"{start} are missing or incomplete ({folder / MANIFEST} not found); they "
+                    f"came from the network of that epoch's start"
+                )
+            self._generate(run, start, folder)
+        dataset.label_dir = folder
+
+    def _generate(self, run: Run, start: int, folder: Path) -> None:
+        config, dataset, processes = run.config, self.dataset, run.processes
+        rng = get_rng_state()
+        write_network_proposals(
+            run.model_without_ddp,
+            dataset.dataset,
+            folder,
+            run.device,
+            method=config.proposal_method,
+            crf=config.proposal_crf,
+            indices=range(processes.rank, len(dataset), processes.world_size),
+            num_workers=config.num_workers,
+            progress=config.progress and run.main,
+            desc=f"proposals for epoch {start}",
+        )
+        set_rng_state(rng)
+        if processes.distributed:
+            dist.barrier()
+        if run.main:
+            info = {"epoch": start, "method": config.proposal_method, "images": len(dataset)}
+            if config.proposal_method == "crf":
+                info["crf"] = config.proposal_crf
+            write_manifest(folder, info)
+            print(f"epoch {start}: {len(dataset)} proposals written to {folder}", flush=True)
+        if processes.distributed:
+            dist.barrier()
+
+
+def default_hooks(run: Run) -> list[Hook]:
+    """What ``weakseg train`` does around the steps, in calling order."""
+    hooks: list[Hook] = []
+    if run.config.proposal_every is not None:
+        relabeled = label_folder(run.train_set)
+        if relabeled is None:
+            raise ConfigError("proposal_every needs a training set whose labels come from a folder")
+        hooks.append(IterativeProposals(relabeled))
+    hooks += [ProgressBar(), LossLog(), Validation(), TensorBoard(), EpochLog(), Checkpointing()]
+    return hooks
+
+
+def prepare_output_dir(run: Run) -> None:
+    """Create ``output_dir`` and write the run's ``config.yaml`` (main process)."""
+    if run.main:
+        run.output_dir.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(run.config.to_dict(), sort_keys=False)
+        (run.output_dir / "config.yaml").write_text(text)
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Train with ``config``; returns the last epoch's record (also in ``metrics.jsonl``).
+    """Train with ``config``: :func:`build`, :func:`resume`, :func:`fit` with
+    :func:`default_hooks`; returns the last epoch's record (also in ``metrics.jsonl``).
 
     Raises:
         TrainingInterrupted: after SIGINT / SIGTERM, once the checkpoint is saved.
         ConfigError, DataError, FileNotFoundError: bad settings or data (named).
     """
-    distributed, rank, world_size, local_rank = _init_distributed()
-    main_process = rank == 0
-    device = _device(config.device, local_rank)
-    _seed_everything(config.seed, config.deterministic)
-    output_dir = Path(config.output_dir)
-    regularizers = build_regularizers(config.losses)
-
-    train_set, val_set, class_names, in_channels = build_datasets(config)
-    relabeled = label_folder(train_set) if config.proposal_every is not None else None
-    pin = device.type == "cuda"
-    loader, sampler, seeded = build_train_loader(train_set, config, rank, world_size, pin)
-    val_loader = None
-    if val_set is not None:
-        val_loader = build_val_loader(
-            val_set, config.val_batch_size, config.num_workers, rank, world_size
-        )
-    model_config = {
-        "name": config.model,
-        "num_classes": len(class_names),
-        "in_channels": in_channels,
-        "output_stride": config.output_stride,
-    }
-    model = build_model(
-        config.model,
-        len(class_names),
-        in_channels=in_channels,
-        pretrained=config.pretrained,
-        output_stride=config.output_stride,
-    )
-    if config.crf_layer is not None:  # Table 4: network + trainable CRF-as-RNN layer
-        model_config.update(
-            crf_layer=dict(config.crf_layer),
-            mean=list(config.mean or IMAGENET_MEAN),
-            std=list(config.std or IMAGENET_STD),
-        )
-        model = build_crf_layer_model(
-            model, len(class_names), config.crf_layer, model_config["mean"], model_config["std"]
-        )
-    if distributed and config.sync_bn:
-        if device.type != "cuda":
-            raise ConfigError(
-                "sync_bn: true needs CUDA devices (SyncBatchNorm does not run on CPU)"
-            )
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device)
-    model_without_ddp = model
-    if distributed:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    optimizer = build_optimizer(model_without_ddp, config)
-    steps_per_epoch = len(loader) // config.accumulate
-    if steps_per_epoch < 1:
-        raise ConfigError(
-            f"an epoch has {len(loader)} batches, fewer than accumulate={config.accumulate}"
-        )
-    total = config.epochs * steps_per_epoch
-    if config.max_iterations is not None:
-        total = min(total, config.max_iterations)
-    lr_scheduler = LambdaLR(
-        optimizer,
-        poly_lr_lambda(total, config.lr_power, config.warmup_iterations, config.warmup_factor),
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
-    state: dict[str, Any] = {"epoch": 0, "iteration": 0, "best_miou": None, "total": total}
-
-    resume = config.resume
-    if resume == "auto":
-        resume = str(output_dir / "checkpoint.pth")
-        if not Path(resume).is_file():
-            resume = None
-    if resume:
-        checkpoint = load_checkpoint(resume)
-        model_without_ddp.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        state["iteration"] = int(checkpoint["iteration"])
-        state["best_miou"] = checkpoint.get("best_miou")
-        if checkpoint.get("steps_per_epoch", steps_per_epoch) != steps_per_epoch:
-            raise ConfigError(
-                f"cannot resume {resume} exactly: it has {checkpoint['steps_per_epoch']} steps "
-                f"per epoch, this config {steps_per_epoch} (dataset or batch size changed)"
-            )
-        rng = checkpoint.get("rng", {})
-        if str(rank) in rng:
-            set_rng_state(rng[str(rank)])
-
-    def checkpoint_dict() -> dict[str, Any]:
-        return {
-            "model": model_without_ddp.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "lr_scheduler": lr_scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "epoch": state["epoch"],
-            "iteration": state["iteration"],
-            "steps_per_epoch": steps_per_epoch,
-            "best_miou": state["best_miou"],
-            "args": config.to_dict(),
-            "model_config": model_config,
-            "class_names": class_names,
-            "rng": rng_states(),
-            "version": __version__,
-        }
-
-    def rng_states() -> dict[str, Any]:
-        own = get_rng_state()
-        if not distributed:
-            return {"0": own}
-        gathered: list[Any] = [None] * world_size
-        dist.all_gather_object(gathered, own)
-        return {str(r): s for r, s in enumerate(gathered)}
-
-    def save(name: str = "checkpoint.pth") -> Path:
-        content = checkpoint_dict()  # collective when distributed: every rank calls it
-        path = output_dir / name
-        if main_process:
-            save_checkpoint(content, path)
-        return path
-
-    writer = _tensorboard(config, main_process)
-    if main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    context = {"main": main_process, "distributed": distributed, "writer": writer, "save": save}
-    record: dict[str, Any] = {}
-    try:
-        with _StopFlag() as stop:
-            context["stop"] = stop
-            while state["iteration"] < total:
-                epoch, position = divmod(state["iteration"], steps_per_epoch)
-                state["epoch"] = epoch
-                if relabeled is not None:
-                    _use_proposals(
-                        epoch,
-                        position,
-                        relabeled,
-                        model_without_ddp,
-                        config,
-                        device,
-                        rank,
-                        world_size,
-                    )
-                sampler.set_epoch(epoch, start=position * config.accumulate * config.batch_size)
-                seeded.set_epoch(epoch)
-                steps = min(steps_per_epoch - position, total - state["iteration"])
-                start = time.perf_counter()
-                losses = train_one_epoch(
-                    model,
-                    regularizers,
-                    optimizer,
-                    lr_scheduler,
-                    scaler,
-                    loader,
-                    steps,
-                    state,
-                    config,
-                    device,
-                    context,
-                )
-                if "stopped" in state:
-                    path = save()
-                    raise TrainingInterrupted(state["stopped"], path if main_process else None)
-                epoch_done = state["iteration"] % steps_per_epoch == 0
-                finished = state["iteration"] >= total
-                record = {
-                    "epoch": epoch,
-                    "iteration": state["iteration"],
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "train": losses,
-                    "time": time.perf_counter() - start,
-                }
-                if val_loader is not None and (
-                    finished or (epoch_done and (epoch + 1) % config.eval_every == 0)
-                ):
-                    confusion = evaluate(model_without_ddp, val_loader, len(class_names), device)
-                    record["val"] = confusion.summary(class_names)
-                    miou = record["val"]["miou"]
-                    if writer is not None:
-                        writer.add_scalar("val/miou", miou or 0.0, state["iteration"])
-                        dice = record["val"]["mean_dice"]
-                        writer.add_scalar("val/mean_dice", dice or 0.0, state["iteration"])
-                        _log_images(writer, model_without_ddp, val_set, state["iteration"], device)
-                    best = state["best_miou"]
-                    if miou is not None and (best is None or miou > best):
-                        state["best_miou"] = miou
-                        save("best.pth")
-                if main_process:
-                    with open(output_dir / "metrics.jsonl", "a") as stream:
-                        stream.write(json.dumps(record) + "\n")
-                    _print_record(record)
-                save()
-    finally:
-        if writer is not None:
-            writer.close()
-    return record
+    run = build(config)
+    resume(run)
+    hooks = default_hooks(run)
+    prepare_output_dir(run)
+    return fit(run, hooks)
 
 
 def _print_record(record: dict[str, Any]) -> None:
@@ -744,23 +905,13 @@ def _fmt(value: float | None) -> str:
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """The arguments of ``weakseg train`` (also ``python -m weakseg.engine.train``)."""
+    from weakseg.cli.train import arguments
+
     parser = argparse.ArgumentParser(
         description="Train a segmentation network from scribbles with regularized losses.",
         add_help=add_help,
     )
-    parser.add_argument("--config", default=None, help="YAML config (default: built-in defaults)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable); VALUE is YAML, dotted keys reach into losses",
-    )
-    parser.add_argument("--resume", default=None, help="checkpoint to resume, or 'auto'")
-    parser.add_argument(
-        "--print-config", action="store_true", help="print the merged config and exit"
-    )
+    arguments(parser)
     return parser
 
 

@@ -7,8 +7,12 @@ a regularizer of the softmax output:
 - :func:`normalized_cut_loss` / :class:`NormalizedCutLoss`: normalized cut, eq. (5).
 - :func:`kernel_cut_loss` / :class:`KernelCutLoss`: CRF + gamma * normalized cut, eq. (6).
 - :func:`grid_potts_loss` / :class:`GridPottsLoss`: Potts over a sparse neighbourhood grid.
-- :mod:`weakseg.losses.sec`: SEC's seeding, expansion and constrain-to-boundary losses for
-  image-tag supervision (:func:`sec_loss` / :class:`SECLoss`), Table 3.
+- :mod:`weakseg.losses.sec`: SEC for image-tag supervision (:func:`sec_loss` /
+  :class:`SECLoss`, Table 3), from its parts :mod:`~weakseg.losses.seeding`,
+  :mod:`~weakseg.losses.expansion` and :mod:`~weakseg.losses.constrain_to_boundary`.
+- :func:`densecrf_adm_loss` / :class:`DenseCRFADMLoss`: DenseCRF-ADM online proposals (Sec. 3).
+- :mod:`weakseg.losses.objective`: the registry of training terms (:data:`LOSS_TERMS`) and the
+  :class:`Objective` of a config's ``losses`` mapping (:func:`build_objective`).
 
 Example:
     >>> import torch
@@ -20,39 +24,40 @@ Example:
     >>> loss.backward()
 """
 
+from weakseg.losses.adm import ADMLossOutput, DenseCRFADMLoss, densecrf_adm_loss
+from weakseg.losses.constrain_to_boundary import ConstrainToBoundaryLoss, constrain_to_boundary_loss
+from weakseg.losses.cue_files import load_cues
 from weakseg.losses.dense_crf import DenseCRFLoss, dense_crf_loss
+from weakseg.losses.expansion import ExpansionLoss, expansion_loss
 from weakseg.losses.grid_potts import GridPottsLoss, grid_potts_loss
 from weakseg.losses.kernel_cut import KernelCutLoss, kernel_cut_loss
 from weakseg.losses.normalized_cut import NormalizedCutLoss, normalized_cut_loss
+from weakseg.losses.objective import LOSS_TERMS, LossTerm, Objective, build_objective
 from weakseg.losses.partial_ce import PartialCrossEntropy, partial_cross_entropy
-from weakseg.losses.sec import (
-    ConstrainToBoundaryLoss,
-    ExpansionLoss,
-    SECLoss,
-    SECLossOutput,
-    SeedingLoss,
-    constrain_to_boundary_loss,
-    cues_from_labels,
-    expansion_loss,
-    load_cues,
-    sec_loss,
-    seeding_loss,
-)
+from weakseg.losses.sec import SECLoss, SECLossOutput, sec_loss
+from weakseg.losses.seeding import SeedingLoss, cues_from_labels, seeding_loss
 
 __all__ = [
+    "LOSS_TERMS",
+    "ADMLossOutput",
     "ConstrainToBoundaryLoss",
+    "DenseCRFADMLoss",
     "DenseCRFLoss",
     "ExpansionLoss",
     "GridPottsLoss",
     "KernelCutLoss",
+    "LossTerm",
     "NormalizedCutLoss",
+    "Objective",
     "PartialCrossEntropy",
     "SECLoss",
     "SECLossOutput",
     "SeedingLoss",
+    "build_objective",
     "constrain_to_boundary_loss",
     "cues_from_labels",
     "dense_crf_loss",
+    "densecrf_adm_loss",
     "expansion_loss",
     "grid_potts_loss",
     "kernel_cut_loss",

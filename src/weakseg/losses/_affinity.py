@@ -26,6 +26,7 @@ from weakseg._validation import (
     check_same_batch_and_spatial,
     check_same_device,
     check_tensor,
+    check_valid_mask,
 )
 from weakseg.filtering import (
     PermutohedralLattice,
@@ -45,23 +46,6 @@ IMAGE_RANGE_TOLERANCE = 0.5
 PROBABILITY_TOLERANCE = 1e-2
 
 Affinity = Callable[[Tensor], Tensor]
-
-
-def check_choice(name: str, value: object, choices: Sequence[str]) -> None:
-    """Raise ValueError unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-
-
-def check_nonnegative(name: str, value: float) -> float:
-    """Raise unless ``value`` is a finite number >= 0; return it as float."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number >= 0, got {value!r}") from None
-    if not (0 <= number < float("inf")):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return number
 
 
 def check_images(images: Tensor) -> None:
@@ -92,25 +76,6 @@ def check_images(images: Tensor) -> None:
             UserWarning,
             stacklevel=3,
         )
-
-
-def check_valid_mask(valid_mask: Tensor | None, probs: Tensor) -> Tensor | None:
-    """``valid_mask``: None or a bool tensor ``[B, *spatial]`` on the device of ``probs``."""
-    if valid_mask is None:
-        return None
-    check_tensor("valid_mask", valid_mask)
-    if valid_mask.dtype != torch.bool:
-        raise TypeError(
-            f"valid_mask must be a bool tensor, got dtype {valid_mask.dtype}; use mask.bool()"
-        )
-    expected = (probs.shape[0], *probs.shape[2:])
-    if tuple(valid_mask.shape) != expected:
-        raise ValueError(
-            f"valid_mask must have shape [B, *spatial] = {expected} to match probs of shape "
-            f"{tuple(probs.shape)}, got {tuple(valid_mask.shape)}"
-        )
-    check_same_device("valid_mask", valid_mask, "probs", probs)
-    return valid_mask
 
 
 def check_probs(probs: Tensor, valid_mask: Tensor | None) -> None:

@@ -23,10 +23,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from weakseg._validation import check_positive
-from weakseg.crf._kernels import check_labels, check_logits_and_images, check_valid_mask
-from weakseg.crf.mean_field import dense_crf_inference
-from weakseg.losses import dense_crf_loss
+from weakseg._validation import (
+    check_labels,
+    check_logits_and_images,
+    check_positive,
+    check_valid_mask,
+)
+from weakseg.crf import dense_crf_inference
+from weakseg.losses.dense_crf import dense_crf_loss
 
 __all__ = ["ADMLossOutput", "DenseCRFADMLoss", "densecrf_adm_loss"]
 
@@ -117,7 +121,7 @@ def densecrf_adm_loss(
             valid_mask=valid_mask,
         )  # (B, K, *spatial), checks the remaining arguments
     if valid_mask is not None:
-        check_valid_mask(valid_mask, logits)
+        check_valid_mask(valid_mask, logits, "logits")
         valid = valid_mask
     else:
         valid = torch.ones_like(scribbles, dtype=torch.bool)

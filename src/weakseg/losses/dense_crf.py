@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from weakseg._validation import check_positive, check_tensor
+from weakseg._validation import check_choice, check_positive, check_tensor
 from weakseg.losses._affinity import (
     BACKENDS,
     NORMALIZATIONS,
@@ -16,7 +16,6 @@ from weakseg.losses._affinity import (
     Backend,
     Normalization,
     broadcast_grad,
-    check_choice,
     crf_grad,
     crf_value,
     filter_segments,

@@ -9,11 +9,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from weakseg._validation import check_positive, check_tensor
+from weakseg._validation import check_choice, check_positive, check_tensor
 from weakseg.losses._affinity import (
     NORMALIZATIONS,
     Normalization,
-    check_choice,
     prepare_inputs,
     spatial_sum,
 )

@@ -8,13 +8,12 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from weakseg._validation import check_positive, check_tensor
+from weakseg._validation import check_choice, check_positive, check_tensor
 from weakseg.losses._affinity import (
     BACKENDS,
     Affinity,
     Backend,
     broadcast_grad,
-    check_choice,
     filter_segments,
     gaussian_affinity,
     nc_grad,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from weakseg._validation import check_ndim, check_not_empty, check_same_device, check_tensor
+from weakseg._validation import check_labels, check_ndim, check_not_empty, check_tensor
 
 __all__ = ["PartialCrossEntropy", "partial_cross_entropy"]
 
@@ -42,26 +41,9 @@ def partial_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = 25
     check_not_empty("logits", logits)
     if not logits.is_floating_point():
         raise TypeError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
-    check_tensor("labels", labels)
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"labels must be an integer tensor of class ids, got dtype {labels.dtype}")
-    expected = (logits.shape[0], *logits.shape[2:])
-    if tuple(labels.shape) != expected:
-        raise ValueError(
-            f"labels must have shape [B, *spatial] = {expected} to match logits of shape "
-            f"{tuple(logits.shape)}, got {tuple(labels.shape)}"
-        )
-    check_same_device("labels", labels, "logits", logits)
+    check_labels(labels, logits, ignore_index)
     labels = labels.long()
     labeled = labels != ignore_index
-    num_classes = logits.shape[1]
-    out_of_range = labeled & ((labels < 0) | (labels >= num_classes))
-    if bool(out_of_range.any()):
-        bad = torch.unique(labels[out_of_range]).tolist()
-        raise ValueError(
-            f"labels must be class ids in 0..{num_classes - 1} or ignore_index={ignore_index}, "
-            f"got {bad[:10]}"
-        )
     total = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
     return total / labeled.sum().clamp_min(1)
 

@@ -1,8 +1,7 @@
 """Proposal generation ("fake" full masks) for the paper's baselines (Table 2).
 
-- :func:`densecrf_adm_loss` / :class:`DenseCRFADMLoss`: DenseCRF-ADM online proposals
-  (mean-field X from the network output, CE(X, S) on unlabeled pixels), Sec. 3 of the paper;
-  ``losses: {densecrf_adm: {...}}`` in a training config.
+- DenseCRF-ADM online proposals (Sec. 3 of the paper) are a loss:
+  :class:`weakseg.losses.DenseCRFADMLoss` (re-exported here), ``losses: {densecrf_adm: {...}}``.
 - :func:`grabcut_proposal` / :func:`write_grabcut_proposals`: one-vs-rest GrabCut masks from
   scribbles, the "GrabCut (one time)" baseline (``weakseg proposals grabcut``, then
   ``supervision: full`` + ``label_dir``; needs ``pip install opencv-python-headless``, imported
@@ -12,7 +11,7 @@
   baseline (``proposal_every: N`` in a training config).
 """
 
-from weakseg.proposals.adm import ADMLossOutput, DenseCRFADMLoss, densecrf_adm_loss
+from weakseg.losses.adm import ADMLossOutput, DenseCRFADMLoss, densecrf_adm_loss
 from weakseg.proposals.grabcut import grabcut_proposal, write_grabcut_proposals
 from weakseg.proposals.iterative import (
     network_proposals,
