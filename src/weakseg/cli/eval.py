@@ -1,14 +1,24 @@
 """``weakseg eval CHECKPOINT``: evaluate a trained network against full masks.
 
-Reports mIoU, per-class IoU, pixel accuracy, Dice per class and mean Dice over the foreground
-classes (all but class 0), prints a table and writes a JSON report. The dataset is the
-checkpoint's validation data unless ``--dataset`` / ``--data-root`` / ``--split`` say otherwise.
-Optional multi-scale and flip averaging (``--scales 0.75 1 1.25 --flip``) and dense CRF
-post-processing (``--crf``, DeepLab's mean-field parameters).
+Reports, per slice (pixels pooled over the split): mIoU, per-class IoU, pixel accuracy, Dice per
+class and mean Dice over the foreground classes (all but class 0); and per volume, the protocol
+of the medical literature: 3D Dice and HD95 per class (HD95 in mm from the voxel spacing, in
+voxels without one), the mean over the foreground classes averaged over volumes
+(:mod:`weakseg.engine.volume_metrics`, which also states what HD95 is for an empty prediction or
+ground truth). Slices of volume files know their volume; 2D slice files are grouped by an id
+pattern (``--volume-pattern``, default ``<volume>_slice_<n>``, e.g. ACDC's
+``patient001_frame01_slice_3`` -> ``patient001_frame01``; an id it does not match is a volume of
+its own). Prints a table and writes a JSON report (keys ``mean_dice_3d``, ``dice_3d``,
+``mean_hd95_3d``, ``hd95_3d``, ``per_volume``, besides the per-slice ``miou``, ``dice`` ...).
+
+The dataset is the checkpoint's validation data unless ``--dataset`` / ``--data-root`` /
+``--split`` say otherwise. Optional multi-scale and flip averaging (``--scales 0.75 1 1.25
+--flip``), post-processing by dense CRF (``--crf``, DeepLab's mean-field parameters) and by the
+largest connected component per class of each volume (``--lcc``).
 
 Example::
 
-    weakseg eval runs/acdc/best.pth --split val --crf --output runs/acdc/eval.json
+    weakseg eval runs/acdc/best.pth --split val --lcc --output runs/acdc/eval.json
 """
 
 from __future__ import annotations
@@ -18,12 +28,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
+from weakseg.errors import ConfigError
 
-from weakseg.engine.config import DATASETS, TrainConfig
-from weakseg.engine.evaluate import evaluate
-from weakseg.engine.loaders import build_val_loader
-from weakseg.engine.predict import load_trained_model
+_DATASETS = ("folder", "synthetic", "voc")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -34,9 +41,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_inference_arguments(parser)
-    parser.add_argument("--dataset", choices=DATASETS, default=None, help="default: checkpoint's")
+    parser.add_argument("--dataset", choices=_DATASETS, default=None, help="default: checkpoint's")
     parser.add_argument("--data-root", default=None, help="default: the checkpoint's")
     parser.add_argument("--split", default=None, help="default: the checkpoint's val_split")
+    parser.add_argument(
+        "--lcc", action="store_true", help="keep the largest connected component per class"
+    )
+    parser.add_argument(
+        "--volume-pattern",
+        default=None,
+        metavar="REGEX",
+        help="groups 2D slice ids into volumes: the group 'volume' (else the first), optional "
+        "group 'slice' (default: the config's volume_pattern, else '<volume>_slice_<n>')",
+    )
+    parser.add_argument("--no-hd95", action="store_true", help="skip HD95 (Dice only; faster)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("-o", "--output", default=None, help="JSON report (default: none)")
@@ -56,12 +74,21 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crf-iterations", type=int, default=10, help="mean-field iterations")
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str):
+    """The torch device of ``--device`` (``auto`` = CUDA when available); ConfigError if
+    unavailable."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"--device {name!r} is not a device name (auto, cpu, cuda, cuda:1 ...)"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {name} asked for, but CUDA is not available")
+        raise ConfigError(f"--device {name} asked for, but CUDA is not available")
     return device
 
 
@@ -69,29 +96,61 @@ def crf_arguments(args: argparse.Namespace) -> dict[str, Any] | None:
     if not args.crf:
         return None
     if args.crf_iterations < 0:
-        raise SystemExit(f"error: --crf-iterations must be >= 0, got {args.crf_iterations}")
+        raise ConfigError(f"--crf-iterations must be >= 0, got {args.crf_iterations}")
     return {"n_iter": args.crf_iterations}
 
 
+def _percent(value: float | None) -> str:
+    return "   n/a" if value is None else f"{100 * value:6.2f}"
+
+
 def format_table(report: dict[str, Any]) -> str:
-    """The per-class IoU / Dice table and the summary lines of a metrics report."""
-
-    def fmt(value: float | None) -> str:
-        return "   n/a" if value is None else f"{100 * value:6.2f}"
-
-    width = max([len("pixel accuracy"), *map(len, report["iou"])])
-    lines = [f"{'class':<{width}}  IoU %   Dice %"]
+    """The per-class IoU / Dice table and the summary lines of a metrics report, then the
+    per-volume Dice / HD95 table when the report has one."""
+    fmt = _percent
+    width = max([len("pixel accuracy"), len("mean (foreground)"), *map(len, report["iou"])])
+    lines = [f"per slice{'':<{width - 9}}  IoU %   Dice %"]
     for name in report["iou"]:
         lines.append(f"{name:<{width}} {fmt(report['iou'][name])}  {fmt(report['dice'][name])}")
     lines.append(f"{'mIoU':<{width}} {fmt(report['miou'])}")
     lines.append(f"{'mean Dice (fg)':<{width}} {'':6}  {fmt(report['mean_dice'])}")
     lines.append(f"{'pixel accuracy':<{width}} {fmt(report['pixel_accuracy'])}")
+    if "dice_3d" in report:
+        unit = report.get("hd95_unit", "mm")
+        lines.append("")
+        lines.append(
+            f"{'per volume (' + str(report['volumes']) + ')':<{width}} Dice %  HD95 {unit}"
+        )
+
+        def distance(value: float | None) -> str:
+            return "    n/a" if value is None else f"{value:7.2f}"
+
+        for name in report["dice_3d"]:
+            lines.append(
+                f"{name:<{width}} {fmt(report['dice_3d'][name])} "
+                f"{distance(report['hd95_3d'][name])}"
+            )
+        lines.append(
+            f"{'mean (foreground)':<{width}} {fmt(report['mean_dice_3d'])} "
+            f"{distance(report['mean_hd95_3d'])}"
+        )
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
+    from weakseg.data.volumes import check_volume_pattern
+    from weakseg.engine.config import TrainConfig
+    from weakseg.engine.evaluate import evaluate
+    from weakseg.engine.loaders import build_val_loader
+    from weakseg.engine.predict import load_trained_model
+
     if args.batch_size < 1:
-        raise SystemExit(f"error: --batch-size must be >= 1, got {args.batch_size}")
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.volume_pattern is not None:
+        try:
+            check_volume_pattern(args.volume_pattern)
+        except ValueError as exc:
+            raise ConfigError(f"--volume-pattern: {exc}") from None
     device = resolve_device(args.device)
     model, checkpoint = load_trained_model(args.checkpoint, device)
     values = dict(checkpoint["args"])
@@ -102,18 +161,19 @@ def run(args: argparse.Namespace) -> int:
     if args.split is not None:
         values["val_split"] = args.split
     if not values.get("val_split"):
-        raise SystemExit("error: no split to evaluate: pass --split")
+        raise ConfigError("no split to evaluate: pass --split")
     values.update(resume=None, pretrained=None, num_workers=args.num_workers)
     config = TrainConfig.from_dict(values, f"{args.checkpoint} + command line")
-    dataset = _val_dataset(config)
+    dataset = eval_dataset(config)
     class_names = list(checkpoint["class_names"])
     if list(dataset.class_names) != class_names:
-        raise SystemExit(
-            f"error: the dataset's classes {list(dataset.class_names)} differ from the "
+        raise ConfigError(
+            f"the dataset's classes {list(dataset.class_names)} differ from the "
             f"checkpoint's {class_names}"
         )
     loader = build_val_loader(dataset, args.batch_size, args.num_workers)
-    confusion = evaluate(
+    pattern = args.volume_pattern or getattr(config, "volume_pattern", None)
+    result = evaluate(
         model,
         loader,
         len(class_names),
@@ -122,8 +182,11 @@ def run(args: argparse.Namespace) -> int:
         flip=args.flip,
         crf=crf_arguments(args),
         progress=True,
+        lcc=args.lcc,
+        compute_hd95=not args.no_hd95,
+        volume_pattern=pattern,
     )
-    report = confusion.summary(class_names)
+    report = result.summary(class_names)
     report.update(
         checkpoint=str(args.checkpoint),
         split=config.val_split,
@@ -131,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
         scales=list(args.scales),
         flip=args.flip,
         crf=args.crf,
+        lcc=args.lcc,
+        volume_pattern=pattern,
     )
     print(format_table(report))
     if args.output:
@@ -140,9 +205,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _val_dataset(config: TrainConfig):
-    from weakseg.engine.loaders import build_datasets
+def eval_dataset(config: Any):
+    """The split ``config.val_split`` with full masks, for evaluation: a folder split needs its
+    masks (a missing one is a DataError naming it) and no scribbles."""
+    from weakseg.data import FolderDataset, eval_transforms
+    from weakseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from weakseg.engine.loaders import build_dataset
 
-    # only the validation set is needed; a tiny train split is still built for class names
-    _, val, _, _ = build_datasets(config)
-    return val
+    mean = tuple(config.mean or IMAGENET_MEAN)
+    if config.dataset == "folder":
+        return FolderDataset(
+            config.data_root,
+            config.val_split,
+            "unlabeled",
+            eval_transforms(mean=mean),
+            load_masks=True,
+            skip_bad=config.skip_bad,
+            channels=config.channels,
+            mean=mean,
+            std=tuple(config.std or IMAGENET_STD),
+            slice_axis=getattr(config, "slice_axis", None),
+            intensity_percentiles=getattr(config, "intensity_percentiles", None),
+        )
+    dataset = build_dataset(config, config.val_split, "unlabeled", eval_transforms(mean=mean))
+    if not getattr(dataset, "has_masks", False):
+        raise ConfigError(f"split {config.val_split!r} has no full masks to evaluate against")
+    return dataset

@@ -1,20 +1,27 @@
-"""Inference (multi-scale, flip, dense CRF post-processing) and evaluation against full masks."""
+"""Inference (multi-scale, flip, dense CRF post-processing) and evaluation against full masks:
+per-slice (pooled confusion matrix) and per-volume (3D Dice, HD95; largest-component
+post-processing optional)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from weakseg.crf import dense_crf_inference
+from weakseg.data.volumes import volume_key
 from weakseg.engine.metrics import ConfusionMatrix
+from weakseg.engine.volume_metrics import VolumeAccumulator, VolumeScores, summarize_volumes
 
-__all__ = ["evaluate", "predict_probs"]
+__all__ = ["Evaluation", "evaluate", "predict_probs"]
 
 
 @torch.no_grad()
@@ -77,6 +84,61 @@ def predict_probs(
     return probs
 
 
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` measured: the per-slice confusion matrix and each volume's scores.
+
+    ``summary(class_names)`` holds every key of :func:`~weakseg.engine.metrics.summarize`
+    (per-slice pooled: ``miou``, ``mean_dice``, ...) and of
+    :func:`~weakseg.engine.volume_metrics.summarize_volumes` (per volume: ``mean_dice_3d``,
+    ``mean_hd95_3d``, ...; absent when volume metrics were off).
+    """
+
+    confusion: ConfusionMatrix
+    volumes: dict[str, VolumeScores] | None = None
+
+    @property
+    def matrix(self) -> Tensor:
+        """The confusion matrix ``[K, K]`` (``[true, predicted]``)."""
+        return self.confusion.matrix
+
+    def summary(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+        report: dict[str, Any] = self.confusion.summary(class_names)
+        if self.volumes is not None:
+            names = class_names or [str(k) for k in range(self.confusion.num_classes)]
+            report.update(summarize_volumes(self.volumes, names))
+        return report
+
+
+def _slice_records(
+    batch: dict[str, Any], pred: Tensor, volume_pattern: str | None
+) -> list[tuple[str, int | None, np.ndarray, np.ndarray, tuple | None]]:
+    """``(volume, slice, pred [h, w], target [h, w], spacing)`` of each sample of a batch,
+    cropped to its valid (unpadded) region, ignored pixels 255 in the target."""
+    records = []
+    for i in range(pred.shape[0]):
+        valid = batch["valid_mask"][i].cpu()
+        rows, cols = int(valid.any(1).sum()), int(valid.any(0).sum())
+        target = batch["mask"][i].cpu().masked_fill(~valid, 255)[:rows, :cols]
+        if "volume" in batch:
+            volume, position = batch["volume"][i], int(batch["slice"][i])
+        else:
+            volume, position = volume_key(batch["id"][i], volume_pattern)
+        spacing = None
+        if "spacing" in batch:
+            spacing = tuple(float(s) for s in batch["spacing"][i])
+        records.append(
+            (
+                volume,
+                position,
+                pred[i, :rows, :cols].cpu().numpy().astype(np.uint8),
+                target.numpy().astype(np.uint8),
+                spacing,
+            )
+        )
+    return records
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -88,11 +150,31 @@ def evaluate(
     flip: bool = False,
     crf: dict[str, Any] | None = None,
     progress: bool = False,
-) -> ConfusionMatrix:
-    """Confusion matrix of ``model`` on ``loader`` (batches with ``mask``), summed over every
-    process when distributed. The model is put in eval mode and left so."""
+    lcc: bool = False,
+    volume_metrics: bool = True,
+    compute_hd95: bool = True,
+    volume_pattern: str | None = None,
+) -> Evaluation:
+    """Evaluate ``model`` on ``loader`` (batches with ``mask``): the per-slice confusion matrix
+    and, with ``volume_metrics``, per-volume 3D Dice and HD95
+    (:mod:`weakseg.engine.volume_metrics`). The model is put in eval mode and left so.
+
+    Slices are grouped into volumes by the samples' ``volume`` / ``slice`` (volume files), else
+    by :func:`~weakseg.data.volumes.volume_key` of their ``id`` with ``volume_pattern``; each
+    volume's slices must come together (they do for volume files and sorted split files).
+    When distributed, every process gathers all slices and computes the same result.
+
+    Args:
+        lcc: keep the largest connected component per class of each volume (both the per-slice
+            and the per-volume metrics then see the post-processed prediction).
+        compute_hd95: off: HD95 is NaN (``None`` in the summary), Dice only.
+    """
     model.eval()
-    confusion = ConfusionMatrix(num_classes)
+    accumulator = VolumeAccumulator(
+        num_classes, lcc=lcc, compute_hd95=compute_hd95 and volume_metrics
+    )
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    gathered = []
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
         if "mask" not in batch:
             raise ValueError("evaluation needs full masks ('mask' in the samples)")
@@ -106,7 +188,18 @@ def evaluate(
             valid_mask=valid,
             crf=crf,
         )
-        target = batch["mask"].to(device).masked_fill(~valid, 255)
-        confusion.update(probs.argmax(dim=1), target)
-    confusion.reduce()
-    return confusion
+        records = _slice_records(batch, probs.argmax(dim=1), volume_pattern)
+        if distributed:
+            gathered += records
+            continue
+        for record in records:
+            accumulator.add(*record)
+    if distributed:
+        every: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(every, gathered)
+        merged = [record for part in every for record in part]
+        merged.sort(key=lambda r: (r[0], -1 if r[1] is None else r[1]))
+        for record in merged:
+            accumulator.add(*record)
+    scores = accumulator.finish()
+    return Evaluation(accumulator.confusion, scores if volume_metrics else None)
