@@ -5,8 +5,10 @@
     weakseg scribbles shorten IN_DIR OUT_DIR --ratio R [--mask-dir DIR] [--skip-bad]
     weakseg scribbles stats ROOT --split NAME [--json] [--skip-bad]
 
-Bad files stop the command with an error naming them (exit status 1), or, with ``--skip-bad``,
-are reported on stderr and skipped.
+Bad files stop the command with a one-line error naming them (exit status 2), or, with
+``--skip-bad``, are reported on stderr and skipped. No command writes over its inputs: an
+``OUT_DIR`` that is ``IN_DIR`` (``MASK_DIR``, ``--mask-dir``) is refused, and so are two inputs
+that would write the same ``<stem>.png`` (``a.png`` and ``a.bmp``), before anything is written.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from weakseg.data.folder import FolderDataset
 from weakseg.data.io import DataError, read_label, write_label
 from weakseg.data.scribbles import ScribbleStats, shorten_scribbles, simulate_scribbles
 from weakseg.data.xml_scribbles import VOC_CLASSES, convert_xml_dir
+from weakseg.errors import ConfigError, WeaksegError
 
 _LABEL_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".gif")
 
@@ -99,16 +102,18 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 def _guarded(
     command: Callable[[argparse.Namespace], int],
 ) -> Callable[[argparse.Namespace], int]:
-    """Turn data errors into a one-line message on stderr and exit status 1."""
+    """Let the command line report errors as one line (exit status 2): a ``ValueError`` of the
+    scribble functions (a bad ``--ratio``, ``--width``...) becomes a :class:`ConfigError`."""
 
     def run(args: argparse.Namespace) -> int:
         if getattr(args, "skip_bad", False):
             _log_to_stderr()
         try:
             return command(args)
-        except (DataError, ValueError) as exc:
-            print(f"weakseg scribbles: error: {exc}", file=sys.stderr)
-            return 1
+        except WeaksegError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(f"scribbles {args.scribbles_command}: {exc}") from exc
 
     return run
 
@@ -129,6 +134,27 @@ def _label_files(directory: Path) -> list[Path]:
     if not files:
         raise DataError(f"no label image ({', '.join(_LABEL_SUFFIXES)}) in {directory}")
     return files
+
+
+def _check_outputs(files: list[Path], out_dir: Path, *inputs: Path | None) -> None:
+    """Refuse, before anything is written, to write ``out_dir/<stem>.png`` for ``files`` when
+    ``out_dir`` is one of the input folders ``inputs`` (it would replace them) or when two
+    files share a stem (their outputs would replace each other)."""
+    target = out_dir.resolve()
+    for folder in inputs:
+        if folder is not None and folder.resolve() == target:
+            raise DataError(
+                f"OUT_DIR {out_dir} is the input folder {folder}: its files would be replaced",
+                hint="give another output folder",
+            )
+    owners: dict[str, Path] = {}
+    for path in files:
+        other = owners.setdefault(path.stem, path)
+        if other is not path:
+            raise DataError(
+                f"{other} and {path} would both be written to {out_dir / (path.stem + '.png')}",
+                hint="keep one of them, or rename one",
+            )
 
 
 def _skip(args: argparse.Namespace, exc: DataError) -> None:
@@ -156,6 +182,7 @@ def _skipped(count: int) -> str:
 
 def run_simulate(args: argparse.Namespace) -> int:
     files = _label_files(args.mask_dir)
+    _check_outputs(files, args.out_dir, args.mask_dir)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     written = bad = 0
     for index, path in enumerate(files):
@@ -175,8 +202,9 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 def run_shorten(args: argparse.Namespace) -> int:
     if not 0.0 <= args.ratio <= 1.0:
-        raise ValueError(f"--ratio must be in [0, 1], got {args.ratio}")
+        raise ConfigError(f"--ratio must be in [0, 1], got {args.ratio}")
     files = _label_files(args.in_dir)
+    _check_outputs(files, args.out_dir, args.in_dir, args.mask_dir)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     written = bad = 0
     for path in files:
