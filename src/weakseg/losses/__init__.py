@@ -7,6 +7,8 @@ a regularizer of the softmax output:
 - :func:`normalized_cut_loss` / :class:`NormalizedCutLoss`: normalized cut, eq. (5).
 - :func:`kernel_cut_loss` / :class:`KernelCutLoss`: CRF + gamma * normalized cut, eq. (6).
 - :func:`grid_potts_loss` / :class:`GridPottsLoss`: Potts over a sparse neighbourhood grid.
+- :class:`GaussianAffinity`: the dense Gaussian of one image batch, built once and passed as
+  ``affinity=`` to the dense losses that evaluate the same images many times.
 - :mod:`weakseg.losses.sec`: SEC for image-tag supervision (:func:`sec_loss` /
   :class:`SECLoss`, Table 3), from its parts :mod:`~weakseg.losses.seeding`,
   :mod:`~weakseg.losses.expansion` and :mod:`~weakseg.losses.constrain_to_boundary`.
@@ -25,6 +27,7 @@ Example:
 """
 
 from weakseg.losses.adm import ADMLossOutput, DenseCRFADMLoss, densecrf_adm_loss
+from weakseg.losses.affinity import GaussianAffinity
 from weakseg.losses.constrain_to_boundary import ConstrainToBoundaryLoss, constrain_to_boundary_loss
 from weakseg.losses.cue_files import load_cues
 from weakseg.losses.dense_crf import DenseCRFLoss, dense_crf_loss
@@ -44,6 +47,7 @@ __all__ = [
     "DenseCRFADMLoss",
     "DenseCRFLoss",
     "ExpansionLoss",
+    "GaussianAffinity",
     "GridPottsLoss",
     "KernelCutLoss",
     "LossTerm",

@@ -48,21 +48,57 @@ PROBABILITY_TOLERANCE = 1e-2
 Affinity = Callable[[Tensor], Tensor]
 
 
-def check_images(images: Tensor) -> None:
-    """``images [B, C, *spatial]``: real-valued intensities in 0-255.
-
-    Raises ValueError outside ``[-0.5, 255.5]`` (network-normalized or HU-valued inputs would
-    silently make ``sigma_rgb`` meaningless) and warns when a float image lies within [0, 1],
-    the other usual mistake (the colour term then vanishes at the default ``sigma_rgb``).
-    """
+def _check_image_layout(images: Tensor) -> None:
     check_tensor("images", images)
     check_ndim("images", images, (4, 5), "[B, C, H, W] or [B, C, D, H, W]")
     check_not_empty("images", images)
     if images.dtype == torch.bool or images.is_complex():
         raise TypeError(f"images must be a real-valued tensor, got dtype {images.dtype}")
-    if images.is_floating_point():
+
+
+def _check_probs_layout(probs: Tensor) -> None:
+    check_tensor("probs", probs)
+    check_ndim("probs", probs, (4, 5), "[B, K, H, W] or [B, K, D, H, W]")
+    check_not_empty("probs", probs)
+    if not probs.is_floating_point():
+        raise TypeError(f"probs must be a floating-point tensor, got dtype {probs.dtype}")
+
+
+def _image_statistics(images: Tensor) -> Tensor:
+    """``[min, max, finite]`` of the images as float64 on their device (no host transfer)."""
+    values = images.detach()
+    low, high = torch.aminmax(values)
+    if values.is_floating_point():
+        finite = torch.isfinite(values.sum())  # NaN and inf propagate into the sum
+    else:
+        finite = torch.ones((), dtype=torch.bool, device=values.device)
+    return torch.stack([low.double(), high.double(), finite.double()])
+
+
+def _probs_statistics(probs: Tensor, valid_mask: Tensor | None) -> Tensor:
+    """``[non-finite, negative, off-simplex, worst |sum - 1|]`` counts and error over the valid
+    pixels, as float64 on the device of ``probs`` (no host transfer)."""
+    values = probs.detach()
+    tol = PROBABILITY_TOLERANCE
+    # Two reductions over K instead of one pass per condition: NaN and inf propagate into both
+    # the sum and the minimum, so their finiteness stands for that of every entry.
+    total = values.sum(dim=1)  # (B, *spatial)
+    smallest = values.amin(dim=1)  # (B, *spatial)
+    valid = torch.isfinite(total) & torch.isfinite(smallest)
+    if valid_mask is not None:
+        bad = (valid_mask & ~valid).sum()
+        valid = valid & valid_mask
+    else:
+        bad = (~valid).sum()
+    negative = (valid & (smallest < -tol)).sum()
+    error = torch.where(valid, (total - 1).abs(), 0)  # (B, *spatial)
+    off = (error > tol).sum()
+    return torch.stack([bad.double(), negative.double(), off.double(), error.max().double()])
+
+
+def _raise_for_images(images: Tensor, low: float, high: float, finite: bool) -> None:
+    if not finite:
         check_finite("images", images)
-    low, high = (float(v) for v in torch.aminmax(images.detach()))
     if low < -IMAGE_RANGE_TOLERANCE or high > 255 + IMAGE_RANGE_TOLERANCE:
         raise ValueError(
             f"images must hold intensities in the 0-255 range (sigma_rgb is measured in those "
@@ -74,45 +110,61 @@ def check_images(images: Tensor) -> None:
             f"images lie in [0, {high:.3g}] but the losses expect 0-255 intensities: with "
             "sigma_rgb in 0-255 units the colour term barely matters; multiply the images by 255",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
+
+
+def _raise_for_probs(probs: Tensor, bad: int, negative: int, off: int, worst: float) -> None:
+    if bad:
+        raise ValueError(f"probs contains non-finite values (NaN or inf) at {bad} valid pixels")
+    if negative:
+        raise ValueError(
+            f"probs must be probabilities (softmax output), but {negative} valid pixels have "
+            f"negative entries (min {float(probs.detach().min()):.4g})"
+        )
+    if worst > PROBABILITY_TOLERANCE:
+        raise ValueError(
+            f"probs must sum to 1 over the K={probs.shape[1]} classes (dim 1) at every valid "
+            f"pixel, but {off} pixels are off by up to {worst:.4g} "
+            f"(tolerance {PROBABILITY_TOLERANCE:g}); pass softmax(logits, dim=1), not logits"
+        )
+
+
+def check_images(images: Tensor) -> None:
+    """``images [B, C, *spatial]``: real-valued intensities in 0-255.
+
+    Raises ValueError outside ``[-0.5, 255.5]`` (network-normalized or HU-valued inputs would
+    silently make ``sigma_rgb`` meaningless) and warns when a float image lies within [0, 1],
+    the other usual mistake (the colour term then vanishes at the default ``sigma_rgb``).
+    One host synchronization (the statistics come back in one transfer).
+    """
+    _check_image_layout(images)
+    low, high, finite = _image_statistics(images).tolist()
+    _raise_for_images(images, low, high, bool(finite))
 
 
 def check_probs(probs: Tensor, valid_mask: Tensor | None) -> None:
     """``probs [B, K, *spatial]``: finite, >= 0 and summing to 1 over K at every valid pixel.
 
-    Invalid pixels are not checked: they never enter a loss.
+    Invalid pixels are not checked: they never enter a loss. One host synchronization.
     """
-    check_tensor("probs", probs)
-    check_ndim("probs", probs, (4, 5), "[B, K, H, W] or [B, K, D, H, W]")
-    check_not_empty("probs", probs)
-    if not probs.is_floating_point():
-        raise TypeError(f"probs must be a floating-point tensor, got dtype {probs.dtype}")
-    values = probs.detach()
-    tol = PROBABILITY_TOLERANCE
-    valid = torch.ones_like(values[:, 0], dtype=torch.bool) if valid_mask is None else valid_mask
-    # Two reductions over K instead of one pass per condition: NaN and inf propagate into both
-    # the sum and the minimum, so their finiteness stands for that of every entry.
-    total = values.sum(dim=1)  # (B, *spatial)
-    smallest = values.amin(dim=1)  # (B, *spatial)
-    finite = torch.isfinite(total) & torch.isfinite(smallest)
-    bad = int((valid & ~finite).sum())
-    if bad:
-        raise ValueError(f"probs contains non-finite values (NaN or inf) at {bad} valid pixels")
-    negative = int((valid & (smallest < -tol)).sum())
-    if negative:
-        raise ValueError(
-            f"probs must be probabilities (softmax output), but {negative} valid pixels have "
-            f"negative entries (min {float(values.min()):.4g})"
-        )
-    error = torch.where(valid, (total - 1).abs(), 0)  # (B, *spatial)
-    worst = float(error.max())
-    if worst > tol:
-        raise ValueError(
-            f"probs must sum to 1 over the K={probs.shape[1]} classes (dim 1) at every valid "
-            f"pixel, but {int((error > tol).sum())} pixels are off by up to {worst:.4g} "
-            f"(tolerance {tol:g}); pass softmax(logits, dim=1), not logits"
-        )
+    _check_probs_layout(probs)
+    bad, negative, off, worst = _probs_statistics(probs, valid_mask).tolist()
+    _raise_for_probs(probs, int(bad), int(negative), int(off), worst)
+
+
+def check_images_and_probs(images: Tensor, probs: Tensor, valid_mask: Tensor | None) -> None:
+    """:func:`check_images` and :func:`check_probs` with a single host synchronization: the
+    value checks reduce on the device and their seven numbers come back in one transfer."""
+    _check_image_layout(images)
+    _check_probs_layout(probs)
+    check_valid_mask(valid_mask, probs)
+    check_same_batch_and_spatial("probs", probs, "images", images)
+    check_same_device("probs", probs, "images", images)
+    stats = torch.cat([_image_statistics(images), _probs_statistics(probs, valid_mask)])
+    low, high, finite, bad, negative, off, worst = stats.tolist()
+    _raise_for_images(images, low, high, bool(finite))
+    _raise_for_probs(probs, int(bad), int(negative), int(off), worst)
 
 
 def prepare_inputs(
@@ -126,11 +178,8 @@ def prepare_inputs(
     image and the mask are resized nearest and the probabilities (bi/tri)linearly, as in the
     original rloss code.
     """
-    check_images(images)
-    check_probs(probs, None if valid_mask is None else check_valid_mask(valid_mask, probs))
-    check_same_batch_and_spatial("probs", probs, "images", images)
-    check_same_device("probs", probs, "images", images)
     scale_factor = check_positive("scale_factor", scale_factor)
+    check_images_and_probs(images, probs, valid_mask)
 
     dtype = torch.float64 if probs.dtype == torch.float64 else torch.float32
     images = images.detach().to(dtype)

@@ -22,6 +22,7 @@ from weakseg.losses._affinity import (
     gaussian_affinity,
     prepare_inputs,
 )
+from weakseg.losses.affinity import GaussianAffinity, check_affinity
 
 __all__ = ["DenseCRFLoss", "dense_crf_loss"]
 
@@ -57,6 +58,7 @@ def dense_crf_loss(
     spacing: Sequence[float] | None = None,
     normalization: Normalization = "affinity",
     backend: Backend = "lattice",
+    affinity: GaussianAffinity | None = None,
 ) -> Tensor:
     r"""Dense CRF loss: the relaxed Potts energy of the soft segmentation, eq. (4).
 
@@ -100,6 +102,9 @@ def dense_crf_loss(
         spacing: physical size of a pixel/voxel along each spatial axis (3D volumes).
         normalization: ``"affinity"``, ``"none"`` or ``"rloss"``, see above.
         backend: ``"lattice"`` (permutohedral lattice, O(N)) or ``"exact"`` (O(N^2) reference).
+        affinity: a prebuilt :class:`~weakseg.losses.GaussianAffinity` of these images (same
+            ``scale_factor``), reused instead of building one; its bandwidths, ``spacing`` and
+            backend then replace ``sigma_rgb``, ``sigma_xy``, ``spacing`` and ``backend``.
 
     Returns:
         Tensor[] (scalar) in the dtype of computation (float32, or float64 for float64 probs).
@@ -130,9 +135,11 @@ def dense_crf_loss(
     sigma_xy = check_positive("sigma_xy", sigma_xy)
     with torch.autocast(device_type=probs.device.type, enabled=False):
         images, segmentation, mask = prepare_inputs(images, probs, valid_mask, scale_factor)
-        affinity = gaussian_affinity(
-            images, sigma_rgb, sigma_xy * float(scale_factor), spacing, backend
-        )
+        if affinity is None:
+            sigma = sigma_xy * float(scale_factor)
+            affinity = gaussian_affinity(images, sigma_rgb, sigma, spacing, backend)
+        else:
+            check_affinity(affinity, segmentation, scale_factor)
         return _DenseCRFFunction.apply(segmentation, mask, affinity, normalization).mean()
 
 
@@ -168,7 +175,13 @@ class DenseCRFLoss(nn.Module):
         self.normalization = normalization
         self.backend = backend
 
-    def forward(self, images: Tensor, probs: Tensor, valid_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        images: Tensor,
+        probs: Tensor,
+        valid_mask: Tensor | None = None,
+        affinity: GaussianAffinity | None = None,
+    ) -> Tensor:
         return self.weight * dense_crf_loss(
             images,
             probs,
@@ -179,6 +192,7 @@ class DenseCRFLoss(nn.Module):
             spacing=self.spacing,
             normalization=self.normalization,
             backend=self.backend,
+            affinity=affinity,
         )
 
     def extra_repr(self) -> str:

@@ -24,6 +24,7 @@ from weakseg.losses._affinity import (
     nc_value,
     prepare_inputs,
 )
+from weakseg.losses.affinity import GaussianAffinity, check_affinity
 
 __all__ = ["KernelCutLoss", "kernel_cut_loss"]
 
@@ -74,6 +75,8 @@ def kernel_cut_loss(
     spacing: Sequence[float] | None = None,
     normalization: Normalization = "affinity",
     backend: Backend = "lattice",
+    affinity: GaussianAffinity | None = None,
+    nc_affinity: GaussianAffinity | None = None,
 ) -> Tensor:
     r"""Kernel cut loss: dense CRF plus gamma times normalized cut, eq. (6).
 
@@ -108,6 +111,10 @@ def kernel_cut_loss(
         spacing: physical pixel/voxel size along each spatial axis.
         normalization: ``"affinity"``, ``"none"`` or ``"rloss"`` for the CRF term.
         backend: ``"lattice"`` or ``"exact"``.
+        affinity: a prebuilt :class:`~weakseg.losses.GaussianAffinity` for ``W`` (as in
+            :func:`dense_crf_loss`).
+        nc_affinity: a prebuilt one for ``\hat W``; by default ``affinity`` when the NC
+            bandwidths are the CRF ones, else built here.
 
     Returns:
         Tensor[] (scalar).
@@ -136,13 +143,19 @@ def kernel_cut_loss(
     with torch.autocast(device_type=probs.device.type, enabled=False):
         images, segmentation, mask = prepare_inputs(images, probs, valid_mask, scale_factor)
         scale = float(scale_factor)
-        crf_affinity = gaussian_affinity(images, sigma_rgb, sigma_xy * scale, spacing, backend)
-        if (nc_sigma_rgb, nc_sigma_xy) == (sigma_rgb, sigma_xy):
-            nc_affinity = crf_affinity
+        same = (nc_sigma_rgb, nc_sigma_xy) == (sigma_rgb, sigma_xy)
+        if affinity is None:
+            affinity = gaussian_affinity(images, sigma_rgb, sigma_xy * scale, spacing, backend)
         else:
-            nc_affinity = gaussian_affinity(
-                images, nc_sigma_rgb, nc_sigma_xy * scale, spacing, backend
-            )
+            check_affinity(affinity, segmentation, scale_factor)
+        if nc_affinity is not None:
+            check_affinity(nc_affinity, segmentation, scale_factor)
+        elif same:
+            nc_affinity = affinity
+        else:
+            sigma = nc_sigma_xy * scale
+            nc_affinity = gaussian_affinity(images, nc_sigma_rgb, sigma, spacing, backend)
+        crf_affinity = affinity
         values = _KernelCutFunction.apply(
             segmentation, mask, crf_affinity, nc_affinity, gamma, normalization
         )
@@ -190,7 +203,14 @@ class KernelCutLoss(nn.Module):
         self.normalization = normalization
         self.backend = backend
 
-    def forward(self, images: Tensor, probs: Tensor, valid_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        images: Tensor,
+        probs: Tensor,
+        valid_mask: Tensor | None = None,
+        affinity: GaussianAffinity | None = None,
+        nc_affinity: GaussianAffinity | None = None,
+    ) -> Tensor:
         return self.weight * kernel_cut_loss(
             images,
             probs,
@@ -204,6 +224,8 @@ class KernelCutLoss(nn.Module):
             spacing=self.spacing,
             normalization=self.normalization,
             backend=self.backend,
+            affinity=affinity,
+            nc_affinity=nc_affinity,
         )
 
     def extra_repr(self) -> str:

@@ -20,6 +20,7 @@ from weakseg.losses._affinity import (
     nc_value,
     prepare_inputs,
 )
+from weakseg.losses.affinity import GaussianAffinity, check_affinity
 
 __all__ = ["NormalizedCutLoss", "normalized_cut_loss"]
 
@@ -50,6 +51,7 @@ def normalized_cut_loss(
     scale_factor: float = 1.0,
     spacing: Sequence[float] | None = None,
     backend: Backend = "lattice",
+    affinity: GaussianAffinity | None = None,
 ) -> Tensor:
     r"""Normalized cut loss: the soft normalized cut of the segmentation, eq. (5).
 
@@ -80,6 +82,8 @@ def normalized_cut_loss(
         scale_factor: resize before the loss as in :func:`dense_crf_loss`.
         spacing: physical pixel/voxel size along each spatial axis.
         backend: ``"lattice"`` or ``"exact"``.
+        affinity: a prebuilt :class:`~weakseg.losses.GaussianAffinity`, as in
+            :func:`dense_crf_loss`.
 
     Returns:
         Tensor[] (scalar) in [0, K - 1].
@@ -101,9 +105,11 @@ def normalized_cut_loss(
     sigma_xy = check_positive("sigma_xy", sigma_xy)
     with torch.autocast(device_type=probs.device.type, enabled=False):
         images, segmentation, mask = prepare_inputs(images, probs, valid_mask, scale_factor)
-        affinity = gaussian_affinity(
-            images, sigma_rgb, sigma_xy * float(scale_factor), spacing, backend
-        )
+        if affinity is None:
+            sigma = sigma_xy * float(scale_factor)
+            affinity = gaussian_affinity(images, sigma_rgb, sigma, spacing, backend)
+        else:
+            check_affinity(affinity, segmentation, scale_factor)
         return _NormalizedCutFunction.apply(segmentation, mask, affinity).mean()
 
 
@@ -135,7 +141,13 @@ class NormalizedCutLoss(nn.Module):
         self.spacing = None if spacing is None else tuple(spacing)
         self.backend = backend
 
-    def forward(self, images: Tensor, probs: Tensor, valid_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        images: Tensor,
+        probs: Tensor,
+        valid_mask: Tensor | None = None,
+        affinity: GaussianAffinity | None = None,
+    ) -> Tensor:
         return self.weight * normalized_cut_loss(
             images,
             probs,
@@ -145,6 +157,7 @@ class NormalizedCutLoss(nn.Module):
             scale_factor=self.scale_factor,
             spacing=self.spacing,
             backend=self.backend,
+            affinity=affinity,
         )
 
     def extra_repr(self) -> str:
