@@ -8,6 +8,8 @@ from weakseg.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PadIfNeeded,
+    RandomRot90Flip,
+    RandomRotation,
     RandomScale,
     ValidMask,
     denormalize,
@@ -78,6 +80,53 @@ def test_photometric_jitter_keeps_range_and_labels() -> None:
     out = v2.ColorJitter(0.5, 0.5, 0.5)(data)
     assert out["image"].min() >= 0 and out["image"].max() <= 1
     assert torch.equal(out["label"], data["label"])
+
+
+def test_rotation_moves_all_and_fills_mean_255_false() -> None:
+    torch.manual_seed(0)
+    h = w = 21
+    image = torch.zeros(1, h, w)
+    image[0, 10, 14:] = 1.0  # a bar right of the centre
+    label = (image[0] > 0.5).long()
+    spatial = {
+        "image": tv_tensors.Image(image),
+        "label": tv_tensors.Mask(label),
+        "valid_mask": ValidMask(torch.ones(h, w, dtype=torch.bool)),
+    }
+    transform = RandomRotation(90.0, mean=(51.0,))
+    out = v2.functional.rotate(spatial["label"], 90.0)  # reference: counter-clockwise
+    rotated = transform.transform(spatial["label"], {"angle": 90.0})
+    assert (rotated == 255).sum() == 0 and (rotated == out).all()  # 90 degrees: no corner
+    assert rotated[4:7, 10].all()  # the bar now points up
+    for key, angle in (("image", 45.0), ("label", 45.0), ("valid_mask", 45.0)):
+        result = transform.transform(spatial[key], {"angle": angle})
+        corner = result[..., 0, 0]
+        expected = {"image": 51.0 / 255, "label": 255, "valid_mask": False}[key]
+        assert torch.allclose(corner.float(), torch.tensor(float(expected))), key
+    sample = RandomRotation(30.0)(spatial)
+    assert (sample["label"][~sample["valid_mask"]] == 255).all()
+    with pytest.raises(ValueError, match=r"degrees must be in \[0, 180\], got 200"):
+        RandomRotation(200)
+
+
+def test_rot90_flip_moves_all_together() -> None:
+    torch.manual_seed(0)
+    spatial = _spatial(1, 8, 8)
+    spatial["label"] = tv_tensors.Mask((spatial["image"][0] * 3).long())
+    seen = set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        import random
+
+        random.seed(seed)
+        out = RandomRot90Flip()(spatial)
+        assert (out["label"] == (out["image"][0] * 3).long()).all()  # still aligned
+        seen.add(tuple(out["image"].flatten()[:3].tolist()))
+    assert len(seen) == 8  # every orientation of the square
+    sample = train_transforms(8, scale=None, hflip=0.0, rot90_flip=True, rotation=10.0)(spatial)
+    assert sample["image"].shape == (1, 8, 8)
+    with pytest.raises(ValueError, match=r"rot90_flip needs a square crop_size, got \(8, 6\)"):
+        train_transforms((8, 6), rot90_flip=True)
 
 
 def test_transform_errors() -> None:

@@ -33,6 +33,8 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PadIfNeeded",
+    "RandomRot90Flip",
+    "RandomRotation",
     "RandomScale",
     "ValidMask",
     "eval_transforms",
@@ -147,14 +149,73 @@ class RandomScale(v2.Transform):
         return f"scale={self.scale}"
 
 
+def _fill(inpt: Any, mean: Sequence[float]) -> float | list[float] | None:
+    """What uncovered pixels get: the mean (image), 255 (labels), False (``ValidMask``)."""
+    if isinstance(inpt, ValidMask):
+        return 0
+    if isinstance(inpt, tv_tensors.Mask):
+        return _IGNORE
+    if isinstance(inpt, tv_tensors.Image):
+        return _channel_fill(mean, inpt.shape[-3])
+    return None
+
+
+class RandomRotation(v2.Transform):
+    """Rotate by an angle drawn from ``U(-degrees, degrees)`` about the centre, same size:
+    bilinear for images, nearest for masks; uncovered corners get the mean / 255 / False, so
+    the regularizers ignore them through ``valid_mask``."""
+
+    def __init__(self, degrees: float, mean: Sequence[float] = IMAGENET_MEAN) -> None:
+        super().__init__()
+        if not 0 <= float(degrees) <= 180:
+            raise ValueError(f"degrees must be in [0, 180], got {degrees!r}")
+        self.degrees = float(degrees)
+        self.mean = tuple(float(m) for m in mean)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"angle": random.uniform(-self.degrees, self.degrees)}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        fill = _fill(inpt, self.mean)
+        if fill is None:
+            return inpt
+        nearest = isinstance(inpt, tv_tensors.Mask)
+        mode = v2.InterpolationMode.NEAREST if nearest else v2.InterpolationMode.BILINEAR
+        return F.rotate(inpt, params["angle"], interpolation=mode, fill=fill)
+
+    def extra_repr(self) -> str:
+        return f"degrees={self.degrees}"
+
+
+class RandomRot90Flip(v2.Transform):
+    """One of the 8 orientations of the square, uniformly: a rotation by ``k * 90`` degrees,
+    ``k`` uniform in 0..3, then a horizontal flip with probability 1/2 (the rotations and
+    flips of the WSL4MIS medical scribble baselines, whose ``random_rot_flip`` always flips
+    and so reaches only the 4 reflections); square crops keep their size."""
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"k": random.randint(0, 3), "flip": random.random() < 0.5}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not isinstance(inpt, (tv_tensors.Image, tv_tensors.Mask)):
+            return inpt
+        out = torch.rot90(inpt.as_subclass(torch.Tensor), params["k"], dims=(-2, -1))
+        if params["flip"]:
+            out = out.flip(-1)
+        return tv_tensors.wrap(out.contiguous(), like=inpt)
+
+
 def train_transforms(
     crop_size: int | Sequence[int],
     scale: tuple[float, float] | None = (0.5, 2.0),
     hflip: float = 0.5,
     jitter: float = 0.0,
     mean: Sequence[float] = IMAGENET_MEAN,
+    rotation: float = 0.0,
+    rot90_flip: bool = False,
 ) -> v2.Compose:
-    """Training augmentation: random scale, pad with mean / 255 / False, random crop, flip, jitter.
+    """Training augmentation: random scale, rotation, pad with mean / 255 / False, random
+    crop, rot90 + flip, horizontal flip, jitter.
 
     Args:
         crop_size: output (H, W), or one int for squares.
@@ -163,12 +224,21 @@ def train_transforms(
         jitter: strength of the photometric jitter (brightness, contrast, saturation; 0 = none).
         mean: padding value for the image, 0-255 per channel (the normalization mean, so that
             padding is 0 after normalization).
+        rotation: maximum angle (degrees) of a random rotation; 0 = none.
+        rot90_flip: one of the 8 orientations of the square (:class:`RandomRot90Flip`;
+            square crops only).
     """
     steps: list[v2.Transform] = []
     if scale is not None:
         steps.append(RandomScale(scale))
+    if rotation > 0:
+        steps.append(RandomRotation(rotation, mean=mean))
     size = _size_pair(crop_size, "crop_size")
     steps += [PadIfNeeded(size, mean=mean), v2.RandomCrop(size)]
+    if rot90_flip:
+        if size[0] != size[1]:
+            raise ValueError(f"rot90_flip needs a square crop_size, got {size}")
+        steps.append(RandomRot90Flip())
     if hflip > 0:
         steps.append(v2.RandomHorizontalFlip(hflip))
     if jitter > 0:
