@@ -39,6 +39,12 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--print-config", action="store_true", help="print the merged config and exit"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the earlier run in output_dir (its checkpoints, logs, config.yaml, "
+        "tensorboard/, proposals/) instead of refusing",
+    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

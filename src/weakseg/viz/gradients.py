@@ -26,8 +26,8 @@ from torch import Tensor, nn
 
 from weakseg.data.transforms import normalize
 from weakseg.engine.evaluate import predict_probs
+from weakseg.interactive import logit_field_segmentation
 from weakseg.losses import DenseCRFLoss, GridPottsLoss, KernelCutLoss, NormalizedCutLoss
-from weakseg.segment import segment_image
 from weakseg.viz.render import (
     BACKGROUND,
     CLASS_COLOURS,
@@ -162,8 +162,9 @@ def scribble_probs(
     image_raw: Tensor, scribbles: Tensor, num_classes: int, *, n_steps: int = 60, lr: float = 0.25
 ) -> Tensor:
     """S fitted to the scribbles by partial cross-entropy alone: the softmax of a free logit
-    field after ``n_steps`` gradient-descent steps (:func:`weakseg.segment_image` with
-    ``weight=0``): the scribbled pixels sharpen towards their labels, the others stay uniform.
+    field after ``n_steps`` gradient-descent steps
+    (:func:`weakseg.interactive.logit_field_segmentation` with ``weight=0``): the scribbled
+    pixels sharpen towards their labels, the others stay uniform.
 
     Args:
         image_raw: Tensor[C, H, W] float, 0-255.
@@ -174,7 +175,7 @@ def scribble_probs(
     Returns:
         Tensor[K, H, W] probabilities.
     """
-    return segment_image(
+    return logit_field_segmentation(
         image_raw,
         scribbles,
         weight=0.0,
