@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from weakseg.cli import main
-from weakseg.demo import DEMO_RUNS, DemoSettings, figure_size
 from weakseg.engine.predict import load_trained_model
+from weakseg.recipes.demo import DEMO_RUNS, DemoSettings, figure_size
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

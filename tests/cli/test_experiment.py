@@ -13,7 +13,7 @@ import yaml
 
 from weakseg.cli import main
 from weakseg.data import write_synthetic_dataset
-from weakseg.experiments import load_experiment, run_experiment
+from weakseg.recipes.experiments import load_experiment, run_experiment
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 

@@ -22,7 +22,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from weakseg.demo import DemoSettings, format_table, run_demo
+from weakseg.recipes.demo import DemoSettings, format_table, run_demo
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """``weakseg experiment RECIPE.yaml``: train and evaluate every run of a recipe, write a table.
 
 Recipes live in ``configs/experiments/`` (one per table or figure of the paper; see
-:mod:`weakseg.experiments` for the format). Each run trains into ``OUTPUT/<run>`` with
+:mod:`weakseg.recipes.experiments` for the format). Each run trains into ``OUTPUT/<run>`` with
 ``resume=auto``, so running the same command again skips finished runs and continues an
 interrupted one; a run's prepare commands (e.g. the GrabCut masks of Table 2) run before its
 training and are skipped once their output exists. ``OUTPUT/results.md`` gets the table and the
@@ -24,7 +24,7 @@ import shlex
 from pathlib import Path
 
 from weakseg.engine.config import ConfigError
-from weakseg.experiments import load_experiment, run_experiment
+from weakseg.recipes.experiments import load_experiment, run_experiment
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

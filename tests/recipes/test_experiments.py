@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from weakseg.engine.config import ConfigError, apply_overrides, load_config
-from weakseg.experiments import (
+from weakseg.recipes.experiments import (
     eval_command,
     format_results,
     load_experiment,
@@ -22,7 +22,7 @@ from weakseg.experiments import (
     train_command,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "configs" / "experiments").glob("*.yaml"))
 
 

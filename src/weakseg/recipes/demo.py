@@ -15,9 +15,10 @@ scribbles, each model's prediction, ground truth, and the regularizers' gradient
 pCE network's output, as Fig. 1 of the paper) and each run's ``checkpoint.pth`` (readable by
 ``weakseg eval`` / ``weakseg predict``) into the output folder. Nothing is downloaded.
 
-The loop is the one of ``weakseg train`` (:func:`weakseg.engine.train.train_step`, the same
-data pipeline and poly schedule), without its per-epoch checkpoints and validation, so that
-the four runs share one progress bar and the data is generated once.
+Each run is ``weakseg train``'s own: :func:`weakseg.engine.train.build` then
+:func:`~weakseg.engine.train.fit`, with one hook (the shared progress bar) instead of its
+per-epoch checkpoints and validation, so that the four runs share one progress bar and the data
+is generated once; the checkpoint at the end is :func:`~weakseg.engine.train.save`'s.
 """
 
 from __future__ import annotations
@@ -33,18 +34,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from weakseg import __version__
 from weakseg.data import SYNTHETIC_CLASSES, SyntheticDataset
-from weakseg.engine.checkpoint import save_checkpoint
-from weakseg.engine.config import TrainConfig, build_regularizers
-from weakseg.engine.loaders import build_datasets, build_train_loader, build_val_loader
+from weakseg.engine.config import TrainConfig
+from weakseg.engine.loaders import build_datasets, build_val_loader
 from weakseg.engine.metrics import ConfusionMatrix, boundary_band
-from weakseg.engine.train import build_optimizer, poly_lr_lambda, train_step
-from weakseg.models import build_model
+from weakseg.engine.train import Hook, Run, build, fit, save
 from weakseg.viz.gradients import (
     gradient_regularizers,
     regularizer_gradients,
@@ -182,49 +180,36 @@ def demo_config(run: DemoRun, settings: DemoSettings, output_dir: str | Path) ->
     )
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+class _OnStep(Hook):
+    """Calls ``on_step(terms)`` after every optimizer step."""
+
+    def __init__(self, on_step: Callable[[dict[str, float]], None]) -> None:
+        self.on_step = on_step
+
+    def on_iteration(self, run: Run, terms: dict[str, float]) -> None:
+        self.on_step(terms)
 
 
 def train_run(
     config: TrainConfig,
-    train_set: Dataset,
-    num_classes: int,
+    datasets: tuple[Dataset, Dataset | None, list[str], int],
     on_step: Callable[[dict[str, float]], None] | None = None,
-) -> nn.Module:
+) -> Run:
     """Train a network as ``weakseg train`` would with ``config`` (no checkpoints, no validation).
 
     Args:
         config: the run's settings (model, losses, optimizer, epochs, seed...).
-        train_set: the training samples (built by :func:`build_datasets` for ``config``).
-        num_classes: K.
+        datasets: ``(train_set, val_set, class_names, in_channels)`` of
+            :func:`~weakseg.engine.loaders.build_datasets` for ``config``.
         on_step: called after every optimizer step with the step's loss terms.
 
     Returns:
-        The trained model, in eval mode.
+        The trained :class:`~weakseg.engine.train.Run` (its model in eval mode).
     """
-    device = _device(config.device)
-    in_channels = int(train_set[0]["image"].shape[0])  # augments a sample: draws random numbers
-    torch.manual_seed(config.seed)  # the same initialization for every run
-    model = build_model(config.model, num_classes, in_channels=in_channels).to(device)
-    regularizers = build_regularizers(config.losses)
-    loader, sampler, seeded = build_train_loader(train_set, config)
-    total = config.epochs * len(loader)
-    optimizer = build_optimizer(model, config)
-    lr_scheduler = LambdaLR(optimizer, poly_lr_lambda(total, config.lr_power))
-    scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
-    model.train()
-    for epoch in range(config.epochs):
-        sampler.set_epoch(epoch)
-        seeded.set_epoch(epoch)
-        for batch in loader:
-            terms = train_step(model, [batch], regularizers, optimizer, scaler, config, device)
-            lr_scheduler.step()
-            if on_step is not None:
-                on_step(terms)
-    return model.eval()
+    run = build(config, datasets)
+    fit(run, [_OnStep(on_step)] if on_step is not None else [])
+    run.model.eval()
+    return run
 
 
 @torch.no_grad()
@@ -454,12 +439,11 @@ def run_demo(
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     configs = {run.name: demo_config(run, settings, output_dir) for run in runs}
-    datasets: dict[str, tuple[Dataset, Dataset, list[str]]] = {}
+    datasets: dict[str, tuple[Dataset, Dataset, list[str], int]] = {}
     for run in runs:  # one data set per kind of supervision: generated once, shared
         if run.supervision not in datasets:
-            train_set, val_set, names, _ = build_datasets(configs[run.name])
-            datasets[run.supervision] = (train_set, val_set, names)
-    _, val_set, class_names = datasets[runs[0].supervision]
+            datasets[run.supervision] = build_datasets(configs[run.name])
+    _, val_set, class_names, _ = datasets[runs[0].supervision]
     steps = {
         name: config.epochs * (len(datasets[run.supervision][0]) // config.batch_size)
         for run, (name, config) in zip(runs, configs.items(), strict=True)
@@ -478,9 +462,9 @@ def run_demo(
         bar.set_description(f"[{number}/{len(runs)}] {run.label}")
         bar.set_postfix_str("")
         run_start = time.perf_counter()
-        train_set = datasets[run.supervision][0]
-        model = train_run(config, train_set, len(class_names), on_step)
+        trained = train_run(config, datasets[run.supervision], on_step)
         seconds = time.perf_counter() - run_start
+        model = trained.model
         metrics, predictions[run.name] = evaluate_run(
             model, val_set, class_names, settings.band_width, config.val_batch_size
         )
@@ -495,23 +479,8 @@ def run_demo(
                 **metrics,
             }
         )
-        save_checkpoint(
-            {
-                "model": model.state_dict(),
-                "epoch": config.epochs - 1,
-                "iteration": steps[run.name],
-                "args": config.to_dict(),
-                "model_config": {
-                    "name": config.model,
-                    "num_classes": len(class_names),
-                    "in_channels": 3,
-                    "output_stride": None,
-                },
-                "class_names": class_names,
-                "version": __version__,
-            },
-            output_dir / run.name / "checkpoint.pth",
-        )
+        trained.output_dir.mkdir(parents=True, exist_ok=True)
+        save(trained)  # output_dir/checkpoint.pth, readable by weakseg eval / predict
     bar.close()
 
     figure_path = output_dir / "figure.png"
