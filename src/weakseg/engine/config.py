@@ -76,6 +76,7 @@ if typing.TYPE_CHECKING:
     from weakseg.losses import Objective
 
 __all__ = [
+    "BEST_METRICS",
     "CRF_LAYER_KEYS",
     "DATASETS",
     "OPTIMIZERS",
@@ -95,6 +96,8 @@ __all__ = [
 ]
 
 DATASETS: tuple[str, ...] = ("folder", "synthetic", "voc")
+# Validation summary keys (higher is better) that may pick best.pth; *_3d are per volume.
+BEST_METRICS: tuple[str, ...] = ("miou", "mean_dice", "pixel_accuracy", "mean_dice_3d")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 # Iterative proposals: how the network's predictions are refined into full masks.
 PROPOSAL_METHODS: tuple[str, ...] = ("crf", "grabcut")
@@ -144,9 +147,16 @@ class DataSettings:
     synthetic_size: int = 64
     num_workers: int = 2
     skip_bad: bool = False
+    # volumes (.nii/.nii.gz/.h5) and the medical protocol
+    slice_axis: int | None = None  # the stored array's axis to slice; None = through-plane
+    intensity_percentiles: list[float] | None = None  # [low, high]: per-volume clip, to 0-255
+    volume_pattern: str | None = None  # regex grouping 2D slice ids into volumes (3D metrics)
+    rotation: float = 0.0  # degrees: random rotation in [-rotation, rotation]
+    rot90_flip: bool = False  # one of the 8 orientations of the square crop, at random
 
     def check_data(self, source: str) -> None:
         """Choices and ranges of the data settings."""
+        self._check_medical(source)
         _choice("dataset", self.dataset, DATASETS, source)
         if self.dataset in ("folder", "voc") and not self.data_root:
             raise ConfigError(f"data_root must be set for dataset={self.dataset!r} ({source})")
@@ -167,6 +177,30 @@ class DataSettings:
                 f"labeled_fraction={self.labeled_fraction} removes the labels of some images, but "
                 f"supervision={self.supervision!r} has no pixel labels; use scribbles, clicks "
                 f"or full ({source})"
+            )
+
+    def _check_medical(self, source: str) -> None:
+        if self.slice_axis is not None and not -3 <= self.slice_axis <= 2:
+            raise ConfigError(
+                f"slice_axis must be in -3..2 or null, got {self.slice_axis} ({source})"
+            )
+        if self.intensity_percentiles is not None:
+            low_high = self.intensity_percentiles
+            if len(low_high) != 2 or not 0 <= low_high[0] < low_high[1] <= 100:
+                raise ConfigError(
+                    f"intensity_percentiles must be [low, high] with 0 <= low < high <= 100, "
+                    f"got {low_high} ({source})"
+                )
+        if self.volume_pattern is not None:
+            from weakseg.data.volumes import check_volume_pattern
+
+            try:
+                check_volume_pattern(self.volume_pattern)
+            except ValueError as exc:
+                raise ConfigError(f"{exc} ({source})") from None
+        if not 0.0 <= self.rotation <= 180.0:
+            raise ConfigError(
+                f"rotation must be in [0, 180] degrees, got {self.rotation} ({source})"
             )
 
 
@@ -192,6 +226,8 @@ class ObjectiveSettings:
     proposal_every: int | None = None  # epochs per round; None = off
     proposal_method: str = "crf"  # crf (mean field, scribbles clamped) | grabcut
     proposal_crf: dict[str, Any] = dataclasses.field(default_factory=dict)  # dense_crf_inference
+    # regularizer weights ramped up over the first N iterations: w * exp(-5 (1 - i/N)^2)
+    rampup_iterations: int = 0
 
     def objective(self) -> Objective:
         """The :class:`~weakseg.losses.Objective` of ``losses``, built once per mapping."""
@@ -222,6 +258,10 @@ class ObjectiveSettings:
         self.losses = losses
         object.__setattr__(self, "_objective", (_copy(losses), build_objective(losses, source)))
         _choice("proposal_method", self.proposal_method, PROPOSAL_METHODS, source)
+        if self.rampup_iterations < 0:
+            raise ConfigError(
+                f"rampup_iterations must be >= 0, got {self.rampup_iterations} ({source})"
+            )
         if self.proposal_every is not None and self.proposal_every < 1:
             raise ConfigError(
                 f"proposal_every must be >= 1 (epochs), got {self.proposal_every} ({source})"
@@ -312,11 +352,13 @@ class RunSettings:
     log_every: int = 10  # iterations (TensorBoard scalars)
     progress: bool = True  # tqdm bar
     tensorboard: bool = True  # when the tensorboard package is installed
+    best_metric: str = "miou"  # validation key (higher = better) that picks best.pth
 
     def check_run(self, source: str) -> None:
         """Ranges of the run settings."""
         keys = ("checkpoint_every", "eval_every", "val_batch_size", "log_every")
         _at_least(self, keys, 1, source)
+        _choice("best_metric", self.best_metric, BEST_METRICS, source)
 
 
 @dataclasses.dataclass

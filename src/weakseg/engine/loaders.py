@@ -183,10 +183,15 @@ def _mean_std(config: TrainConfig) -> tuple[Sequence[float], Sequence[float]]:
 
 
 def build_dataset(
-    config: TrainConfig, split: str, supervision: str, transform: Any = None
+    config: TrainConfig,
+    split: str,
+    supervision: str,
+    transform: Any = None,
+    load_masks: bool | None = None,
 ) -> Dataset:
     """The ``split`` of ``config``'s dataset with ``supervision`` and ``transform`` (no
-    ``label_dir``: see :func:`build_datasets`)."""
+    ``label_dir``: see :func:`build_datasets`); ``load_masks=True``: every sample needs its
+    full mask (folder datasets: a missing one is an error naming the file)."""
     mean, std = _mean_std(config)
     if config.dataset == "synthetic":
         train = split == config.train_split
@@ -210,7 +215,15 @@ def build_dataset(
         "std": std,
     }
     if config.dataset == "folder":
-        return FolderDataset(config.data_root, split, channels=config.channels, **common)
+        return FolderDataset(
+            config.data_root,
+            split,
+            channels=config.channels,
+            slice_axis=config.slice_axis,
+            intensity_percentiles=config.intensity_percentiles,
+            load_masks=load_masks,
+            **common,
+        )
     return VOCDataset(config.data_root, split, scribble_dir=config.scribble_dir, **common)
 
 
@@ -230,7 +243,13 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset | None, list[s
     mean, _ = _mean_std(config)
     scale = tuple(config.scale_range) if config.scale_range is not None else None
     transform = train_transforms(
-        config.crop_size, scale=scale, hflip=config.hflip, jitter=config.jitter, mean=mean
+        config.crop_size,
+        scale=scale,
+        hflip=config.hflip,
+        jitter=config.jitter,
+        mean=mean,
+        rotation=config.rotation,
+        rot90_flip=config.rot90_flip,
     )
     if config.label_dir is not None:
         base = build_dataset(config, config.train_split, "unlabeled")
@@ -253,7 +272,9 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset | None, list[s
         train = ConcatDataset([train, unlabeled])
     val = None
     if config.val_split:
-        val = build_dataset(config, config.val_split, "unlabeled", eval_transforms(mean=mean))
+        val = build_dataset(
+            config, config.val_split, "unlabeled", eval_transforms(mean=mean), load_masks=True
+        )
         if not getattr(val, "has_masks", False):
             raise ConfigError(
                 f"val_split {config.val_split!r} has no full masks to evaluate against; "

@@ -755,19 +755,66 @@ class Validation(Hook):
         return epoch_done and (run.state["epoch"] + 1) % config.eval_every == 0
 
     def evaluate(self, run: Run) -> dict[str, Any]:
-        """The validation summary (mIoU, Dice, per class) of the current weights."""
+        """The validation summary of the current weights: per slice (mIoU, Dice, per class)
+        and per volume (3D Dice, HD95; slices grouped by ``volume_pattern``)."""
         num_classes = len(run.class_names)
-        confusion = evaluate(run.model_without_ddp, run.val_loader, num_classes, run.device)
-        return confusion.summary(run.class_names)
+        result = evaluate(
+            run.model_without_ddp,
+            run.val_loader,
+            num_classes,
+            run.device,
+            volume_pattern=run.config.volume_pattern,
+        )
+        return result.summary(run.class_names)
 
     def on_epoch_end(self, run: Run, record: dict[str, Any]) -> None:
         if not self.due(run):
             return
         record["val"] = self.evaluate(run)
-        score, best = record["val"][self.metric], run.state["best_miou"]
+        metric = run.config.best_metric if type(self) is Validation else self.metric
+        score, best = record["val"][metric], run.state["best_miou"]
         if score is not None and (best is None or score > best):
             run.state["best_miou"] = score
             save(run, "best.pth")
+
+
+def rampup_factor(iteration: int, iterations: int) -> float:
+    """The sigmoid-shaped ramp-up of the medical scribble literature (Laine & Aila 2017, used
+    by WSL4MIS): ``exp(-5 (1 - t)^2)`` with ``t = min(iteration / iterations, 1)``; 1 when
+    ``iterations`` is 0."""
+    if iterations <= 0:
+        return 1.0
+    t = min(max(iteration / iterations, 0.0), 1.0)
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+class RegularizerRampUp(Hook):
+    """Scale the weight of every term that adds to partial cross-entropy (the regularizers) by
+    :func:`rampup_factor` of the iteration, before every step (resumed runs included)."""
+
+    def __init__(self, run: Run) -> None:
+        from weakseg.losses import LOSS_TERMS
+
+        self.base = {
+            name: float(module.weight)
+            for name, module in run.objective.terms.items()
+            if not LOSS_TERMS[name].replaces_pce and hasattr(module, "weight")
+        }
+
+    def _apply(self, run: Run) -> None:
+        factor = rampup_factor(run.state["iteration"], run.config.rampup_iterations)
+        for name, weight in self.base.items():
+            run.objective[name].weight = weight * factor
+
+    def on_fit_start(self, run: Run) -> None:
+        self._apply(run)
+
+    def on_iteration(self, run: Run, terms: dict[str, float]) -> None:
+        self._apply(run)
+
+    def on_fit_end(self, run: Run) -> None:  # the objective (cached by the config) restored
+        for name, weight in self.base.items():
+            run.objective[name].weight = weight
 
 
 class EpochLog(Hook):
@@ -863,6 +910,8 @@ def default_hooks(run: Run) -> list[Hook]:
         if relabeled is None:
             raise ConfigError("proposal_every needs a training set whose labels come from a folder")
         hooks.append(IterativeProposals(relabeled))
+    if run.config.rampup_iterations > 0:
+        hooks.append(RegularizerRampUp(run))
     hooks += [ProgressBar(), LossLog(), Validation(), TensorBoard(), EpochLog(), Checkpointing()]
     return hooks
 
