@@ -61,6 +61,6 @@ def test_quick_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 4, 32, 32)
 
 
-def test_demo_rejects_bad_epochs(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="--epochs must be >= 1, got 0"):
-        main(["demo", "--quick", "--epochs", "0", "--out", str(tmp_path)])
+def test_demo_rejects_bad_epochs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["demo", "--quick", "--epochs", "0", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "error: --epochs must be >= 1, got 0\n"

@@ -8,7 +8,6 @@ import os
 import re
 from pathlib import Path
 
-import pytest
 import yaml
 
 from weakseg.cli import main
@@ -69,13 +68,15 @@ def test_experiment_trains_evaluates_and_tabulates(tmp_path, monkeypatch, capsys
     assert "wrote" in capsys.readouterr().out
 
 
-def test_experiment_errors(tmp_path) -> None:
-    with pytest.raises(SystemExit, match=r"missing\.yaml does not exist"):
-        main(["experiment", str(tmp_path / "missing.yaml")])
+def test_experiment_errors(tmp_path, capsys) -> None:
+    assert main(["experiment", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.match(r"error: .*missing\.yaml does not exist", err), err
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"runs": [{"name": "a", "config": "c.yaml"}]}))
-    with pytest.raises(SystemExit, match=r"unknown run\(s\) \['b'\]"):
-        main(["experiment", str(recipe), "--only", "b"])
+    assert main(["experiment", str(recipe), "--only", "b"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.match(r"error: .*unknown run\(s\) \['b'\]", err), err
 
 
 def test_experiment_prepares_grabcut_masks_then_trains_on_them(tmp_path) -> None:

@@ -22,7 +22,8 @@ import argparse
 import shlex
 from pathlib import Path
 
-from weakseg.recipes.demo import DemoSettings, format_table, run_demo
+from weakseg.errors import ConfigError
+from weakseg.recipes.demo_runs import DemoSettings
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -56,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Run the demo, print the table; returns 0."""
     if args.epochs is not None and args.epochs < 1:
-        raise SystemExit(f"error: --epochs must be >= 1, got {args.epochs}")
+        raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
     overrides = {"seed": args.seed, "device": args.device}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
@@ -72,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         f"{settings.image_size}px images -> {out}",
         flush=True,
     )
+    from weakseg.recipes.demo import format_table, run_demo
+
     report = run_demo(out, settings, progress=not args.no_progress, command=command)
     print(format_table(report["runs"], settings.band_width))
     print(

@@ -23,8 +23,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from weakseg.engine.config import ConfigError
-from weakseg.recipes.experiments import load_experiment, run_experiment
+from weakseg.errors import ConfigError, WeaksegError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -67,12 +66,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from weakseg.recipes.experiments import load_experiment, run_experiment
+
     try:
         experiment = load_experiment(args.recipe)
         if args.only:
             experiment.select(args.only)  # names checked before anything runs
-    except (ConfigError, FileNotFoundError) as error:
-        raise SystemExit(f"error: {error}") from error
+    except FileNotFoundError as error:
+        raise ConfigError(str(error)) from error
     output = Path(args.output or Path("runs/experiments") / Path(args.recipe).stem)
     try:
         results = run_experiment(
@@ -84,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
             only=args.only,
         )
     except RuntimeError as error:
-        raise SystemExit(f"error: {error}") from error
+        if isinstance(error, WeaksegError):
+            raise
+        raise WeaksegError(str(error)) from error
     if not args.dry_run:
         print(results.read_text())
         print(f"wrote {results}")

@@ -28,14 +28,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch.utils.data import Dataset
+from weakseg.errors import DataError
 
-from weakseg.data.folder import FolderDataset
-from weakseg.data.io import DataError
-from weakseg.engine.config import load_config
-from weakseg.engine.loaders import build_dataset
-from weakseg.proposals import write_grabcut_proposals
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -88,6 +86,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 def run_grabcut(args: argparse.Namespace) -> int:
     """Write the proposals; errors (bad data, bad config, no OpenCV) are one line on stderr and
     exit status 1."""
+    from weakseg.proposals import write_grabcut_proposals
+
     if args.skip_bad:
         _log_to_stderr()
     try:
@@ -109,6 +109,10 @@ def run_grabcut(args: argparse.Namespace) -> int:
 
 def _dataset_and_output(args: argparse.Namespace) -> tuple[Dataset, Path]:
     """The scribbled dataset and the output folder that the arguments name."""
+    from weakseg.data.folder import FolderDataset
+    from weakseg.engine.config import load_config
+    from weakseg.engine.loaders import build_dataset
+
     if (args.data_root is None) == (args.config is None):
         raise ValueError("give either DATA_ROOT (a folder dataset) or --config CONFIG.yaml")
     if args.overrides and args.config is None:

@@ -27,23 +27,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from weakseg.cli.eval import resolve_device
-from weakseg.data.io import DataError, check_label_values, check_same_size, read_image, read_label
-from weakseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from weakseg.engine.predict import load_trained_model
-from weakseg.viz.curves import read_loss_log, render_curves, run_labels
-from weakseg.viz.gradients import (
-    GRADIENT_LOSSES,
-    gradient_regularizers,
-    network_probs,
-    regularizer_gradients,
-    regularizer_title,
-    render_gradient_figure,
-    scribble_probs,
-    shown_classes,
-)
+from weakseg.errors import DataError
+from weakseg.viz import GRADIENT_LOSSES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -145,6 +130,22 @@ def _reporting_errors(args: argparse.Namespace) -> int:
 
 def run_gradients(args: argparse.Namespace) -> int:
     """Write the gradient figure of ``args.image``; returns 0."""
+    import torch
+
+    from weakseg.data.io import check_label_values, check_same_size, read_image, read_label
+    from weakseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from weakseg.engine.device import resolve_device
+    from weakseg.engine.predict import load_trained_model
+    from weakseg.viz.gradients import (
+        gradient_regularizers,
+        network_probs,
+        regularizer_gradients,
+        regularizer_title,
+        render_gradient_figure,
+        scribble_probs,
+        shown_classes,
+    )
+
     image_path, scribbles_path, output = Path(args.image), Path(args.scribbles), Path(args.output)
     if args.panel_size < 16:
         raise ValueError(f"--panel-size must be >= 16, got {args.panel_size}")
@@ -225,6 +226,8 @@ def run_gradients(args: argparse.Namespace) -> int:
 
 def run_curves(args: argparse.Namespace) -> int:
     """Write the loss curves of ``args.runs``; returns 0."""
+    from weakseg.viz.curves import read_loss_log, render_curves, run_labels
+
     output = Path(args.output)
     logs = {
         label: read_loss_log(run)

@@ -1,48 +1,49 @@
 """Training, evaluation and prediction: the recipe behind ``weakseg train | eval | predict``.
 
-- :mod:`weakseg.engine.train`: ``get_args_parser`` -> ``main`` -> ``train`` ->
-  ``train_one_epoch`` (loss = pCE + weighted regularizers), checkpoints, resume, torchrun
+- :mod:`weakseg.engine.train`: ``train`` = ``build`` -> ``resume`` -> ``fit`` with hooks
+  (loss = the :class:`~weakseg.losses.Objective` of ``config.losses``), checkpoints, torchrun
   (import the module: ``from weakseg.engine.train import train``).
 - :mod:`weakseg.engine.evaluate`: multi-scale / flip / dense-CRF inference and ``evaluate``.
 - :mod:`weakseg.engine.metrics`: confusion matrix, IoU, mIoU, pixel accuracy, Dice.
 - :mod:`weakseg.engine.checkpoint`: atomic checkpoints and RNG states.
 - :mod:`weakseg.engine.config`: :class:`TrainConfig` from YAML and ``--set key=value``.
+- :mod:`weakseg.engine.device`: the one device resolver (``auto``, ``cpu``, ``cuda:N``).
 - :mod:`weakseg.engine.predict`: model from a checkpoint, palette masks and overlays.
+
+The names below are imported from their modules on first use (importing ``weakseg.engine.config``
+does not load torch).
 """
 
-from weakseg.engine.checkpoint import load_checkpoint, save_checkpoint
-from weakseg.engine.config import ConfigError, TrainConfig, load_config
-from weakseg.engine.evaluate import evaluate, predict_probs
-from weakseg.engine.metrics import (
-    ConfusionMatrix,
-    confusion_matrix,
-    dice_per_class,
-    iou_per_class,
-    mean_dice,
-    mean_iou,
-    pixel_accuracy,
-    summarize,
-)
-from weakseg.engine.predict import load_trained_model
-from weakseg.engine.train import TrainingInterrupted, compute_loss
+from __future__ import annotations
 
-__all__ = [
-    "ConfigError",
-    "ConfusionMatrix",
-    "TrainConfig",
-    "TrainingInterrupted",
-    "compute_loss",
-    "confusion_matrix",
-    "dice_per_class",
-    "evaluate",
-    "iou_per_class",
-    "load_checkpoint",
-    "load_config",
-    "load_trained_model",
-    "mean_dice",
-    "mean_iou",
-    "pixel_accuracy",
-    "predict_probs",
-    "save_checkpoint",
-    "summarize",
-]
+import importlib
+from typing import Any
+
+# public name -> the module of weakseg.engine that defines it
+_NAMES: dict[str, str] = {
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "ConfigError": "config",
+    "TrainConfig": "config",
+    "load_config": "config",
+    "evaluate": "evaluate",
+    "predict_probs": "evaluate",
+    "ConfusionMatrix": "metrics",
+    "confusion_matrix": "metrics",
+    "dice_per_class": "metrics",
+    "iou_per_class": "metrics",
+    "mean_dice": "metrics",
+    "mean_iou": "metrics",
+    "pixel_accuracy": "metrics",
+    "summarize": "metrics",
+    "load_trained_model": "predict",
+    "TrainingInterrupted": "train",
+    "compute_loss": "train",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"weakseg.engine.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'weakseg.engine' has no attribute {name!r}")

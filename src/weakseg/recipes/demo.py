@@ -43,6 +43,7 @@ from weakseg.engine.config import TrainConfig
 from weakseg.engine.loaders import build_datasets, build_val_loader
 from weakseg.engine.metrics import ConfusionMatrix, boundary_band
 from weakseg.engine.train import Hook, Run, build, fit, save
+from weakseg.recipes.demo_runs import AFFINITY, DEMO_RUNS, DemoRun, DemoSettings
 from weakseg.viz.gradients import (
     gradient_regularizers,
     regularizer_gradients,
@@ -77,76 +78,6 @@ __all__ = [
     "run_demo",
     "train_run",
 ]
-
-# The regularizers' bandwidths: colour differences of ~15 grey levels, objects of ~10-30 px.
-_AFFINITY = {"sigma_rgb": 15.0, "sigma_xy": 20.0, "normalization": "affinity"}
-
-
-@dataclasses.dataclass(frozen=True)
-class DemoRun:
-    """One of the demo's trainings: a name (folder, JSON key), a label, supervision, losses."""
-
-    name: str
-    label: str
-    supervision: str
-    losses: dict[str, dict[str, Any]]
-
-
-DEMO_RUNS: tuple[DemoRun, ...] = (
-    DemoRun("pce", "pCE only", "scribbles", {}),
-    DemoRun(
-        "dense_crf", "pCE + dense CRF", "scribbles", {"dense_crf": {"weight": 1.0, **_AFFINITY}}
-    ),
-    DemoRun(
-        "kernel_cut",
-        "pCE + kernel cut",
-        "scribbles",
-        {"kernel_cut": {"weight": 1.0, "gamma": 0.1, **_AFFINITY}},
-    ),
-    DemoRun("full", "full masks", "full", {}),
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class DemoSettings:
-    """Sizes and schedule of the demo (the defaults: about 3-5 minutes on 2 CPU cores).
-
-    Args:
-        epochs: passes over the training images, per run.
-        train_images, val_images: numbers of generated images.
-        image_size: side of the images, px.
-        batch_size: training batch size.
-        lr: AdamW learning rate (poly decay to 0).
-        seed: data, augmentation and initialization seed (the same for every run).
-        band_width: width in px of the boundary band of the error measure.
-        figure_examples: validation images shown in the figure.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
-    """
-
-    epochs: int = 8
-    train_images: int = 200
-    val_images: int = 50
-    image_size: int = 64
-    batch_size: int = 8
-    lr: float = 2e-3
-    seed: int = 0
-    band_width: int = 2
-    figure_examples: int = 4
-    device: str = "auto"
-
-    @classmethod
-    def quick(cls, **overrides: Any) -> DemoSettings:
-        """A shortened demo for tests: 16 images of 32 px, 1 epoch (a few seconds)."""
-        values: dict[str, Any] = {
-            "epochs": 1,
-            "train_images": 16,
-            "val_images": 4,
-            "image_size": 32,
-            "batch_size": 4,
-            "figure_examples": 2,
-        }
-        values.update(overrides)
-        return cls(**values)
 
 
 def demo_config(run: DemoRun, settings: DemoSettings, output_dir: str | Path) -> TrainConfig:
@@ -523,8 +454,8 @@ def _gradient_regularizers() -> dict[str, nn.Module]:
     cut losses, and the normalized cut term of kernel cut on its own (as the paper's Fig. 1)."""
     regularizers = gradient_regularizers(
         ("dense_crf", "normalized_cut", "kernel_cut"),
-        sigma_rgb=_AFFINITY["sigma_rgb"],
-        sigma_xy=_AFFINITY["sigma_xy"],
+        sigma_rgb=AFFINITY["sigma_rgb"],
+        sigma_xy=AFFINITY["sigma_xy"],
         gamma=DEMO_RUNS[2].losses["kernel_cut"]["gamma"],
     )
     return {regularizer_title(name, module): module for name, module in regularizers.items()}

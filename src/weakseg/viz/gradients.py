@@ -28,6 +28,7 @@ from weakseg.data.transforms import normalize
 from weakseg.engine.evaluate import predict_probs
 from weakseg.interactive import logit_field_segmentation
 from weakseg.losses import DenseCRFLoss, GridPottsLoss, KernelCutLoss, NormalizedCutLoss
+from weakseg.viz import GRADIENT_LOSSES
 from weakseg.viz.render import (
     BACKGROUND,
     CLASS_COLOURS,
@@ -57,7 +58,6 @@ __all__ = [
     "shown_classes",
 ]
 
-GRADIENT_LOSSES: tuple[str, ...] = ("dense_crf", "normalized_cut", "kernel_cut", "grid_potts")
 
 _ROW_LABEL = 96  # left column: the row's class
 _LINE = 16  # px per line of the title
