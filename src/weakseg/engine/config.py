@@ -62,6 +62,7 @@ evaluation, prediction and the checkpoint use the wrapped model.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -120,6 +121,34 @@ def _at_least(config: Any, keys: Sequence[str], low: int, source: str) -> None:
             raise ConfigError(f"{key} must be >= {low}, got {value} ({source})")
 
 
+def _number_in(
+    config: Any,
+    key: str,
+    low: float,
+    high: float = math.inf,
+    source: str = "config",
+    *,
+    low_open: bool = False,
+) -> None:
+    """``getattr(config, key)`` is ``None`` or a finite number in ``[low, high]`` (``(low,
+    high]`` when ``low_open``): NaN and infinities never pass."""
+    value = getattr(config, key)
+    if value is None:
+        return
+    _check_number(key, value, low, high, source, low_open=low_open)
+
+
+def _check_number(
+    key: str, value: Any, low: float, high: float, source: str, *, low_open: bool = False
+) -> None:
+    above = value > low if low_open else value >= low
+    if not (math.isfinite(value) and above and value <= high):
+        bound = f"> {low:g}" if low_open else f">= {low:g}"
+        if math.isfinite(high):
+            bound = f"in {'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ConfigError(f"{key} must be a finite number {bound}, got {value} ({source})")
+
+
 @dataclasses.dataclass
 class DataSettings:
     """Which images and labels, and how they are augmented and loaded."""
@@ -167,6 +196,19 @@ class DataSettings:
             raise ConfigError(
                 f"scale_range must be [low, high] or null, got {self.scale_range} ({source})"
             )
+        if self.scale_range is not None:
+            low, high = self.scale_range
+            if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+                raise ConfigError(
+                    f"scale_range must be [low, high] with 0 < low <= high (finite), got "
+                    f"{self.scale_range} ({source})"
+                )
+        _number_in(self, "shorten_ratio", 0.0, 1.0, source)
+        _number_in(self, "hflip", 0.0, 1.0, source)
+        _number_in(self, "jitter", 0.0, math.inf, source)
+        for key in ("mean", "std"):
+            for value in getattr(self, key) or ():
+                _check_number(key, value, 0.0, math.inf, source, low_open=key == "std")
         if not 0.0 < self.labeled_fraction <= 1.0:
             raise ConfigError(
                 f"labeled_fraction is the share of the training images that keep their labels, "
@@ -254,6 +296,8 @@ class ObjectiveSettings:
             if name in LOSS_TERMS and isinstance(params, dict):
                 allowed = LOSS_TERMS[name].parameters()
                 params = numbers_from_strings(f"losses.{name}", params, allowed, source)
+            if isinstance(params, dict):
+                _check_loss_numbers(name, params, source)
             losses[name] = params
         self.losses = losses
         object.__setattr__(self, "_objective", (_copy(losses), build_objective(losses, source)))
@@ -268,6 +312,20 @@ class ObjectiveSettings:
             )
         self.proposal_crf = _proposal_crf(self.proposal_crf, source)
         self.crf_layer = _crf_layer(self.crf_layer, source)
+
+
+def _check_loss_numbers(name: str, params: dict[str, Any], source: str) -> None:
+    """Every number of a loss's parameters is finite, and its weights (``weight``,
+    ``seed_weight``...) are >= 0: a negative weight would train a negative loss."""
+    for key, value in params.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if key == "weight" or key.endswith("_weight"):
+            _check_number(f"losses.{name}.{key}", value, 0.0, math.inf, source)
+        elif not math.isfinite(value):
+            raise ConfigError(
+                f"losses.{name}.{key} must be a finite number, got {value} ({source})"
+            )
 
 
 def _copy(losses: dict[str, Any]) -> dict[str, Any]:
@@ -333,8 +391,13 @@ class OptimizerSettings:
         """Choices and ranges of the optimization settings."""
         _choice("optimizer", self.optimizer, OPTIMIZERS, source)
         _at_least(self, ("epochs", "batch_size", "accumulate", "max_iterations"), 1, source)
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr} ({source})")
+        _number_in(self, "lr", 0.0, math.inf, source, low_open=True)
+        _number_in(self, "head_lr_mult", 0.0, math.inf, source, low_open=True)
+        _number_in(self, "momentum", 0.0, 1.0, source)
+        _number_in(self, "weight_decay", 0.0, math.inf, source)
+        _number_in(self, "lr_power", 0.0, math.inf, source)
+        _number_in(self, "warmup_factor", 0.0, 1.0, source)
+        _number_in(self, "clip_grad_norm", 0.0, math.inf, source, low_open=True)
 
 
 @dataclasses.dataclass

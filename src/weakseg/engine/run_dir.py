@@ -15,6 +15,11 @@ folder of an old one would replace its checkpoints and mix the logs of both. So:
 - :func:`truncate_log`: after a resume from iteration ``i``, the rows of ``losses.jsonl`` /
   ``metrics.jsonl`` written after the checkpoint (iterations ``> i``, and a line cut short by a
   crash) are dropped, so that the resumed run does not log them twice.
+- :func:`check_resume_settings`: a resumed run continues with the checkpoint's optimizer, LR
+  schedule and RNG states, so a changed ``lr`` (and most other settings) would be recorded in
+  ``config.yaml`` but ignored. Such a change is refused, naming the key and both values; only
+  the settings of :data:`RESUME_MAY_CHANGE` (where the run writes, on what device, how long it
+  trains) take effect on resume.
 
 Example::
 
@@ -32,8 +37,9 @@ import socket
 import tempfile
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-from weakseg.errors import RunDirError
+from weakseg.errors import ConfigError, RunDirError
 
 try:  # POSIX; elsewhere the lock is a pid file whose holder is checked for life
     import fcntl
@@ -42,9 +48,11 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = [
     "LOCK_NAME",
+    "RESUME_MAY_CHANGE",
     "RUN_FILES",
     "RunDirLock",
     "check_new_run",
+    "check_resume_settings",
     "check_writable",
     "lock_holder",
     "run_files",
@@ -63,6 +71,30 @@ RUN_FILES: tuple[str, ...] = (
     "metrics.jsonl",
     "tensorboard",
     "proposals",
+)
+
+
+#: Settings a resumed run may change, because they are applied from the resume on: where and how
+#: it runs and logs, and how long it trains (``epochs`` / ``max_iterations`` move the end of the
+#: poly schedule, which is recomputed from them). Every other change is refused.
+RESUME_MAY_CHANGE: frozenset[str] = frozenset(
+    {
+        "resume",
+        "output_dir",
+        "data_root",
+        "device",
+        "num_workers",
+        "progress",
+        "tensorboard",
+        "log_every",
+        "checkpoint_every",
+        "eval_every",
+        "val_batch_size",
+        "epochs",
+        "max_iterations",
+        "pretrained",  # the weights come from the checkpoint
+        "skip_bad",
+    }
 )
 
 
@@ -263,3 +295,40 @@ def truncate_log(path: str | Path, iteration: int) -> int:
             Path(temporary).unlink(missing_ok=True)
             raise
     return dropped
+
+
+def check_resume_settings(
+    saved: dict[str, Any] | None,
+    current: dict[str, Any],
+    defaults: dict[str, Any],
+    checkpoint: str | Path,
+) -> None:
+    """Refuse to resume ``checkpoint`` with settings that would be recorded but not applied.
+
+    Args:
+        saved: the checkpoint's ``args`` (``None`` for a checkpoint without them: no check).
+        current: the settings of the resumed run.
+        defaults: the default settings (for keys that the checkpoint predates).
+        checkpoint: its path, for the message.
+
+    Raises:
+        ConfigError: a key outside :data:`RESUME_MAY_CHANGE` whose value differs, naming the
+            key, the checkpoint's value and the new one (and how many more keys differ).
+    """
+    if not isinstance(saved, dict):
+        return
+    changed = [
+        key
+        for key, value in current.items()
+        if key not in RESUME_MAY_CHANGE and saved.get(key, defaults.get(key)) != value
+    ]
+    if not changed:
+        return
+    key = changed[0]
+    more = f" (and {len(changed) - 1} more: {', '.join(changed[1:])})" if len(changed) > 1 else ""
+    raise ConfigError(
+        f"cannot resume {checkpoint} with {key}={current[key]!r}: the run was trained with "
+        f"{key}={saved.get(key, defaults.get(key))!r}{more}",
+        hint="resume with the run's settings (drop the --set or config change), or start a new "
+        "run in another output_dir",
+    )

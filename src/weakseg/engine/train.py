@@ -91,6 +91,13 @@ from weakseg.engine.loaders import (
     build_val_loader,
     label_folder,
 )
+from weakseg.engine.preflight import check_labels
+from weakseg.engine.run_dir import (
+    RunDirLock,
+    check_new_run,
+    check_resume_settings,
+    truncate_log,
+)
 from weakseg.losses import Objective
 from weakseg.models import build_crf_layer_model, build_model
 from weakseg.proposals import (
@@ -430,7 +437,7 @@ def build(config: TrainConfig, datasets: tuple[Any, Any, list[str], int] | None 
         ConfigError, DataError, FileNotFoundError: bad settings or data (named).
     """
     processes = Processes.from_environment()
-    device = resolve_device(config.device, processes.local_rank)
+    device = resolve_device(config.device, processes.local_rank, option="device")
     _seed_everything(config.seed, config.deterministic)
     objective = config.objective()
     train_set, val_set, class_names, in_channels = datasets or build_datasets(config)
@@ -496,12 +503,17 @@ def resume(run: Run, path: str | Path | None = None) -> dict[str, Any] | None:
     checkpoint, or ``None`` when there is nothing to resume.
 
     Raises:
-        ConfigError: the checkpoint's epochs have another number of steps.
+        ConfigError: the checkpoint's epochs have another number of steps, or a setting differs
+            from the checkpoint's that a resume would not apply (e.g. ``lr``: the optimizer and
+            schedule come from the checkpoint), naming the key and both values.
     """
     path = resume_path(run.config) if path is None else Path(path)
     if path is None:
         return None
     checkpoint = load_checkpoint(path)
+    check_resume_settings(
+        checkpoint.get("args"), run.config.to_dict(), TrainConfig().to_dict(), path
+    )
     run.model_without_ddp.load_state_dict(checkpoint["model"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     run.lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
@@ -696,7 +708,9 @@ class TensorBoard(Hook):
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional
             return
-        self.writer = SummaryWriter(log_dir=str(run.output_dir / "tensorboard"))
+        # a resumed run drops the events logged after its checkpoint, as the JSON logs do
+        purge = run.state["iteration"] + 1 if run.state["iteration"] else None
+        self.writer = SummaryWriter(log_dir=str(run.output_dir / "tensorboard"), purge_step=purge)
 
     def on_iteration(self, run: Run, terms: dict[str, float]) -> None:
         iteration = run.state["iteration"]
@@ -917,26 +931,50 @@ def default_hooks(run: Run) -> list[Hook]:
 
 
 def prepare_output_dir(run: Run) -> None:
-    """Create ``output_dir`` and write the run's ``config.yaml`` (main process)."""
+    """Create ``output_dir``, cut ``losses.jsonl`` / ``metrics.jsonl`` back to the run's
+    iteration (a resumed run logs again from its checkpoint on: the rows written after it, by
+    a run killed since, would appear twice) and write ``config.yaml`` (main process)."""
     if run.main:
         run.output_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("losses.jsonl", "metrics.jsonl"):
+            truncate_log(run.output_dir / name, run.state["iteration"])
         text = yaml.safe_dump(run.config.to_dict(), sort_keys=False)
         (run.output_dir / "config.yaml").write_text(text)
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
+def train(config: TrainConfig, *, overwrite: bool = False) -> dict[str, Any]:
     """Train with ``config``: :func:`build`, :func:`resume`, :func:`fit` with
     :func:`default_hooks`; returns the last epoch's record (also in ``metrics.jsonl``).
 
+    The run folder belongs to this run while it trains (:class:`RunDirLock`: a second trainer
+    there fails at once). A fresh run (no ``resume``) into a folder that holds an earlier run is
+    refused unless ``overwrite``, which removes the earlier run's files first. The label files
+    of the splits in use are checked before the first iteration.
+
     Raises:
         TrainingInterrupted: after SIGINT / SIGTERM, once the checkpoint is saved.
+        RunDirError: another trainer holds the run folder, it holds an earlier run, or it
+            cannot be written.
         ConfigError, DataError, FileNotFoundError: bad settings or data (named).
     """
-    run = build(config)
-    resume(run)
-    hooks = default_hooks(run)
-    prepare_output_dir(run)
-    return fit(run, hooks)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # torchrun: rank 0 owns the folder
+    lock = RunDirLock(config.output_dir) if main_process else contextlib.nullcontext()
+    with lock:
+        if main_process:
+            resuming = config.resume is not None  # "auto" continues whatever the folder holds
+            removed = check_new_run(config.output_dir, resume=resuming, overwrite=overwrite)
+            if removed:
+                print(
+                    f"--overwrite: removed {', '.join(removed)} of the earlier run in "
+                    f"{config.output_dir}",
+                    file=sys.stderr,
+                )
+        run = build(config)
+        check_labels(config, len(run.class_names), run.output_dir if run.main else None)
+        resume(run)
+        hooks = default_hooks(run)
+        prepare_output_dir(run)
+        return fit(run, hooks)
 
 
 def _print_record(record: dict[str, Any]) -> None:
@@ -974,7 +1012,7 @@ def main(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
     try:
-        train(config)
+        train(config, overwrite=getattr(args, "overwrite", False))
     except TrainingInterrupted as exc:
         if exc.checkpoint is not None:
             message = f"interrupted by signal {exc.signum}; checkpoint saved to {exc.checkpoint}"
