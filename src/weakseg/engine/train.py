@@ -118,7 +118,6 @@ __all__ = [
     "compute_loss",
     "default_hooks",
     "fit",
-    "get_args_parser",
     "main",
     "poly_lr_lambda",
     "resume",
@@ -990,20 +989,9 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    """The arguments of ``weakseg train`` (also ``python -m weakseg.engine.train``)."""
-    from weakseg.cli.train import arguments
-
-    parser = argparse.ArgumentParser(
-        description="Train a segmentation network from scribbles with regularized losses.",
-        add_help=add_help,
-    )
-    arguments(parser)
-    return parser
-
-
 def main(args: argparse.Namespace) -> int:
-    """Run ``weakseg train``; returns the exit status (128 + signal number when interrupted)."""
+    """Run ``weakseg train`` (arguments of :mod:`weakseg.cli.train`); returns the exit status
+    (128 + signal number when interrupted)."""
     overrides = list(args.overrides)
     if args.resume is not None:
         overrides.append(f"resume={args.resume}")
@@ -1022,7 +1010,3 @@ def main(args: argparse.Namespace) -> int:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
