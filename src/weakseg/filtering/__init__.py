@@ -4,6 +4,7 @@
 
 - :class:`PermutohedralLattice`: O(N (D + C)) approximation, unbiased, exactly linear and symmetric.
 - :func:`dense_gaussian_filter`: the exact O(N^2) sum, the reference.
+- :func:`preferred_backend`: run ``backend="auto"`` lattices on one backend (numba / PyTorch).
 - feature builders that divide positions and intensities by their bandwidths.
 """
 
@@ -16,15 +17,21 @@ from weakseg.filtering.features import (
     rgbxy_features,
     volume_features,
 )
-from weakseg.filtering.lattice import PermutohedralLattice
+from weakseg.filtering.lattice import (
+    BackendFallbackWarning,
+    PermutohedralLattice,
+    preferred_backend,
+)
 
 __all__ = [
+    "BackendFallbackWarning",
     "PermutohedralLattice",
     "concat_features",
     "dense_gaussian_filter",
     "intensity_position_features",
     "intensity_xy_features",
     "position_features",
+    "preferred_backend",
     "rgbxy_features",
     "volume_features",
 ]

@@ -20,8 +20,11 @@ What differs from the classic implementation that the original rloss code uses:
 * **Two backends, one operator.** The PyTorch backend (``_lattice_torch``) groups points by
   simplex with sorts of integer keys and splats/slices with CSR products: it runs on any device
   unchanged, with no compilation, and is the reference. The numba backend (``_lattice_numba``,
-  optional extra ``weakseg[fast]``) builds the same lattice with a hash table and fused parallel
-  loops on the CPU, several times faster; it is tested equal to the reference.
+  numba being a core dependency) builds the same lattice with a hash table and fused parallel
+  loops on the CPU, several times faster; it is tested equal to the reference. ``"auto"`` picks
+  numba for CPU tensors and says once (:class:`BackendFallbackWarning`, naming the cause) when
+  it has to fall back to PyTorch on the CPU: numba failing to import or compile, or a process
+  forked after numba's OpenMP threads started (a DataLoader worker).
 
 The operator is exactly linear in the values; it is constant with respect to the features
 (gradients flow into ``values`` only).
@@ -29,9 +32,13 @@ The operator is exactly linear in the values; it is constant with respect to the
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
-from typing import Literal
+import os
+import warnings
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
@@ -40,7 +47,17 @@ from weakseg.filtering._checks import check_features, check_values
 from weakseg.filtering._lattice_geometry import mass_correction
 from weakseg.filtering._lattice_torch import TorchLatticeOps
 
-__all__ = ["PermutohedralLattice", "numba_available", "numba_usable"]
+if TYPE_CHECKING:
+    from weakseg.filtering._lattice_numba import NumbaLatticeOps
+
+__all__ = [
+    "BackendFallbackWarning",
+    "PermutohedralLattice",
+    "numba_available",
+    "numba_unusable_reason",
+    "numba_usable",
+    "preferred_backend",
+]
 
 Backend = Literal["auto", "torch", "numba"]
 
@@ -49,20 +66,126 @@ _CALIBRATION_POINTS = 256
 _CALIBRATION_NEIGHBORS = 4096
 _CALIBRATION_SEED = 0
 
+# What ``backend="auto"`` resolves to: "auto" (numba on the CPU where it can run), or a backend
+# forced by ``WEAKSEG_LATTICE_BACKEND`` or :func:`preferred_backend`.
+_BACKEND_ENV = "WEAKSEG_LATTICE_BACKEND"
+_preferred: Backend = "auto"
+# Why numba failed in this process once it did (import or first build), and whether that was
+# reported: the fallback warns once per process.
+_numba_failure: str | None = None
+_fallback_reported = False
+
+
+class BackendFallbackWarning(RuntimeWarning):
+    """``backend="auto"`` runs the pure-PyTorch lattice on the CPU because numba cannot run;
+    the message names the cause. Issued once per process."""
+
 
 def numba_available() -> bool:
-    """Whether the optional numba backend can be used (``pip install weakseg[fast]``)."""
+    """Whether numba is installed (a core dependency; it may still fail to import)."""
     return importlib.util.find_spec("numba") is not None
 
 
-def numba_usable() -> bool:
-    """Whether numba kernels can run here: numba is installed, and this is not a process forked
-    after numba's OpenMP threads started (where numba would terminate it)."""
+def numba_unusable_reason() -> str | None:
+    """Why the numba backend cannot run in this process, or ``None`` if it can: numba missing
+    or failing to import (or to compile, once a build tried), or a process forked after
+    numba's OpenMP threads started (where numba would terminate it)."""
+    if _numba_failure is not None:
+        return _numba_failure
     if not numba_available():
-        return False
-    from weakseg.filtering._lattice_numba import usable_in_this_process
+        return "numba is not installed (pip install numba)"
+    try:
+        from weakseg.filtering._lattice_numba import usable_in_this_process
+    except Exception as error:  # a broken install: llvmlite mismatch, missing libraries
+        return _record_numba_failure(f"numba failed to import ({type(error).__name__}: {error})")
+    if not usable_in_this_process():
+        return (
+            "this process was forked after numba's OpenMP threads started (a DataLoader "
+            "worker, say), where numba's OpenMP layer would terminate it; set "
+            "NUMBA_THREADING_LAYER=workqueue to use numba there"
+        )
+    return None
 
-    return usable_in_this_process()
+
+def numba_usable() -> bool:
+    """Whether numba kernels can run here (see :func:`numba_unusable_reason`)."""
+    return numba_unusable_reason() is None
+
+
+def _record_numba_failure(reason: str) -> str:
+    global _numba_failure
+    _numba_failure = reason
+    return reason
+
+
+def _report_fallback(reason: str) -> None:
+    global _fallback_reported
+    if _fallback_reported:
+        return
+    _fallback_reported = True
+    warnings.warn(
+        f"weakseg: the permutohedral lattice runs its pure-PyTorch backend on the CPU (slower "
+        f"than numba's) because {reason}",
+        BackendFallbackWarning,
+        stacklevel=4,
+    )
+
+
+@contextlib.contextmanager
+def preferred_backend(backend: Backend) -> Iterator[None]:
+    """Make ``backend="auto"`` lattices built inside the ``with`` block use ``backend``
+    (``"torch"`` or ``"numba"``; ``"auto"`` restores the automatic choice), e.g. to run a
+    loss on one backend. The environment variable ``WEAKSEG_LATTICE_BACKEND`` sets the same
+    preference for a whole process. Not thread-local.
+
+    Example:
+        >>> with preferred_backend("torch"):
+        ...     PermutohedralLattice(torch.randn(1, 2, 5, 5)).backend
+        'torch'
+    """
+    _check_backend(backend)
+    global _preferred
+    previous, _preferred = _preferred, backend
+    try:
+        yield
+    finally:
+        _preferred = previous
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in ("auto", "torch", "numba"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'numba', got {backend!r}")
+
+
+def _resolve_backend(backend: str, device: torch.device) -> Backend:
+    """The backend that runs: checks an explicit choice, resolves ``"auto"``."""
+    _check_backend(backend)
+    if backend == "auto":
+        backend = _preferred
+        if backend == "auto":
+            backend = os.environ.get(_BACKEND_ENV, "auto") or "auto"
+            if backend not in ("auto", "torch", "numba"):
+                raise ValueError(
+                    f"{_BACKEND_ENV} must be 'auto', 'torch' or 'numba', got {backend!r}"
+                )
+        if backend == "numba" and device.type != "cpu":
+            backend = "auto"  # a preference for numba leaves GPU tensors on the GPU
+    if backend == "auto":
+        if device.type != "cpu":
+            return "torch"
+        reason = numba_unusable_reason()
+        if reason is None:
+            return "numba"
+        _report_fallback(reason)
+        return "torch"
+    if backend == "numba":
+        if device.type != "cpu":
+            raise ValueError(f"backend='numba' runs on the CPU only, features are on {device}")
+        reason = numba_unusable_reason()
+        if reason is not None:
+            error = ImportError if "import" in reason or "installed" in reason else RuntimeError
+            raise error(f"backend='numba' cannot run: {reason}; use backend='auto' or 'torch' here")
+    return backend  # type: ignore[return-value]
 
 
 class PermutohedralLattice:
@@ -93,9 +216,10 @@ class PermutohedralLattice:
         calibrate: rescale each batch element's operator so that its degrees ``W 1`` match the
             exact ones on a fixed random sample of points (see Notes). ``False`` keeps only the
             analytic mass correction.
-        backend: ``"torch"`` (any device, the reference), ``"numba"`` (CPU, needs
-            ``weakseg[fast]``) or ``"auto"``: numba for CPU tensors when it is installed (and
-            usable: not in a process forked after numba's OpenMP threads started).
+        backend: ``"torch"`` (any device, the reference), ``"numba"`` (CPU only) or
+            ``"auto"``: numba for CPU tensors where it can run, else PyTorch with a
+            :class:`BackendFallbackWarning` once per process; :func:`preferred_backend` or
+            ``WEAKSEG_LATTICE_BACKEND=torch|numba`` override what ``"auto"`` picks.
         symmetric: ``True`` for the symmetric blur ``B^T B``; ``False`` for the one-way blur.
 
     Notes:
@@ -126,25 +250,7 @@ class PermutohedralLattice:
         symmetric: bool = True,
     ) -> None:
         check_features(features)
-        if backend not in ("auto", "torch", "numba"):
-            raise ValueError(f"backend must be 'auto', 'torch' or 'numba', got {backend!r}")
-        if backend == "numba":
-            if features.device.type != "cpu":
-                raise ValueError(
-                    f"backend='numba' runs on the CPU only, features are on {features.device}"
-                )
-            if not numba_available():
-                raise ImportError("backend='numba' needs numba: pip install 'weakseg[fast]'")
-            if not numba_usable():
-                raise RuntimeError(
-                    "backend='numba' cannot run in a process forked after numba's OpenMP threads "
-                    "started (a DataLoader worker, say): use backend='auto' or 'torch' there, or "
-                    "set NUMBA_THREADING_LAYER=workqueue"
-                )
-        elif backend == "auto":
-            cpu = features.device.type == "cpu"
-            backend = "numba" if cpu and numba_usable() else "torch"
-        self.backend = backend
+        requested, backend = backend, _resolve_backend(backend, features.device)
         self.symmetric = symmetric
         dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
         self.batch_size, self.dims = features.shape[0], features.shape[1]
@@ -160,17 +266,20 @@ class PermutohedralLattice:
             .reshape(-1, self.dims)
         )  # (P, d) with P = B N
         with torch.no_grad():
+            self._ops: TorchLatticeOps | NumbaLatticeOps
             if backend == "numba":
-                from weakseg.filtering._lattice_numba import NumbaLatticeOps
-
-                # Bounds of the features in their own layout: cheaper than over ``points``.
-                dims = [0, *range(2, features.ndim)]
-                feature_range = (features.detach().amin(dim=dims), features.detach().amax(dim=dims))
-                self._ops = NumbaLatticeOps(
-                    points, self.batch_size, self.num_points, feature_range, symmetric
-                )
-            else:
+                try:
+                    self._ops = _numba_ops(features, points, symmetric)
+                except Exception as error:
+                    if requested != "auto" or not _is_numba_failure(error):
+                        raise
+                    # numba imported but cannot compile or run its kernels here.
+                    reason = f"numba's kernels failed ({type(error).__name__}: {error})"
+                    _report_fallback(_record_numba_failure(reason))
+                    backend = "torch"
+            if backend == "torch":
                 self._ops = TorchLatticeOps(points, self.batch_size, self.num_points, symmetric)
+            self.backend = backend
             self.num_vertices = self._ops.num_vertices
             self._batch_scale = torch.full(
                 (self.batch_size,), mass_correction(self.dims), dtype=dtype, device=self.device
@@ -230,6 +339,27 @@ class PermutohedralLattice:
             f"spatial_shape={self.spatial_shape}, num_vertices={self.num_vertices}, "
             f"backend={self.backend!r}, dtype={self.dtype}, device={self.device})"
         )
+
+
+def _numba_ops(features: Tensor, points: Tensor, symmetric: bool) -> NumbaLatticeOps:
+    from weakseg.filtering._lattice_numba import NumbaLatticeOps
+
+    # Bounds of the features in their own layout: cheaper than over ``points``.
+    dims = [0, *range(2, features.ndim)]
+    feature_range = (features.detach().amin(dim=dims), features.detach().amax(dim=dims))
+    return NumbaLatticeOps(
+        points, features.shape[0], points.shape[0] // features.shape[0], feature_range, symmetric
+    )
+
+
+def _is_numba_failure(error: Exception) -> bool:
+    """An error of numba's compiler or runtime (not of the input, which the PyTorch backend
+    would reject as well)."""
+    try:
+        from numba.core.errors import NumbaError
+    except Exception:
+        return True
+    return isinstance(error, (NumbaError, ImportError, OSError))
 
 
 class _LatticeFilter(torch.autograd.Function):
