@@ -107,3 +107,17 @@ def test_proposal_modes_and_their_errors() -> None:
     for overrides, message in cases:
         with pytest.raises(ConfigError, match=message):
             load_config(None, overrides)
+
+
+def test_model_options_reach_the_network_and_the_checkpoint_config() -> None:
+    from weakseg.engine.train import build_network
+
+    config = load_config(None, ["model_options={base_channels: 8, depth: 2, dropout: 0.1}"])
+    model, model_config = build_network(config, num_classes=3, in_channels=1)
+    assert model_config["options"] == {"base_channels": 8, "depth": 2, "dropout": 0.1}
+    first = next(model.parameters())
+    assert first.shape[0] == 8  # the first convolution has base_channels filters
+    with pytest.raises(ConfigError, match=r"unknown option 'dropuot' in model_options .*'dropout'"):
+        load_config(None, ["model_options={dropuot: 0.1}"])
+    with pytest.raises(ConfigError, match=r"model_options for model='deeplab_largefov'.*none"):
+        load_config(None, ["model=deeplab_largefov", "model_options={depth: 2}"])

@@ -254,6 +254,21 @@ class ModelSettings:
     pretrained: str | None = None  # None | imagenet | PATH (e.g. phase-1 checkpoint)
     output_stride: int | None = None
     sync_bn: bool = False
+    # architecture options of the model (unet: base_channels, depth, dropout)
+    model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def check_model(self, source: str) -> None:
+        """The ``model_options`` names must be options of ``model``."""
+        from weakseg.models import MODEL_OPTIONS
+
+        allowed = MODEL_OPTIONS.get(self.model, ())
+        for key in self.model_options:
+            if key not in allowed:
+                known = ", ".join(allowed) if allowed else "none"
+                raise ConfigError(
+                    f"unknown option {key!r} in model_options for model={self.model!r} "
+                    f"({source}); its options: {known}{suggest(key, allowed)}"
+                )
 
 
 @dataclasses.dataclass
@@ -451,6 +466,7 @@ class TrainConfig(RunSettings, OptimizerSettings, ObjectiveSettings, ModelSettin
     def validate(self, source: str = "config") -> None:
         """Check every section, then the settings that depend on each other."""
         self.check_data(source)
+        self.check_model(source)
         self.check_optimizer(source)
         self.check_run(source)
         self.check_objective(source)

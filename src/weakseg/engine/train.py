@@ -394,12 +394,15 @@ def build_network(
         "in_channels": in_channels,
         "output_stride": config.output_stride,
     }
+    if config.model_options:  # read back by load_trained_model
+        model_config["options"] = dict(config.model_options)
     model = build_model(
         config.model,
         num_classes,
         in_channels=in_channels,
         pretrained=config.pretrained,
         output_stride=config.output_stride,
+        options=config.model_options,
     )
     if config.crf_layer is not None:  # Table 4: network + trainable CRF-as-RNN layer
         mean, std = list(config.mean or IMAGENET_MEAN), list(config.std or IMAGENET_STD)

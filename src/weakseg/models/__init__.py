@@ -30,8 +30,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -92,10 +93,20 @@ def _backbone(name: str, output_stride: int, in_channels: int) -> nn.Module:
     return MobileNetBackbone(name, output_stride, in_channels)
 
 
-def _construct(name: str, num_classes: int, in_channels: int, output_stride: int | None):
+# The architecture options a model accepts through build_model(..., options=...).
+MODEL_OPTIONS: dict[str, tuple[str, ...]] = {"unet": ("base_channels", "depth", "dropout")}
+
+
+def _construct(
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    output_stride: int | None,
+    options: Mapping[str, Any],
+):
     backbone_name, _ = _MODELS[name]
     if name == "unet":
-        return UNet(in_channels, num_classes)
+        return UNet(in_channels, num_classes, **options)
     if name in ("deeplab_largefov", "deeplab_msc_largefov"):
         return DeepLabLargeFOV(num_classes, in_channels, msc=name == "deeplab_msc_largefov")
     backbone = _backbone(backbone_name, output_stride, in_channels)
@@ -111,6 +122,7 @@ def build_model(
     in_channels: int = 3,
     pretrained: str | Path | None = None,
     output_stride: int | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """Build the segmentation network ``name`` (see the module docstring for the list).
 
@@ -125,6 +137,8 @@ def build_model(
             weakseg checkpoint (its ``"model"`` entry), or ImageNet classification weights of the
             backbone (see :func:`load_pretrained`).
         output_stride: 8 or 16 for the dilated-backbone models; ``None`` = the network's default.
+        options: architecture keyword arguments among :data:`MODEL_OPTIONS` of ``name`` (U-Net:
+            ``base_channels``, ``depth``, ``dropout``).
 
     Returns:
         The model (train mode); ``model(x [B, in_channels, H, W])`` gives logits ``[B, K, H, W]``.
@@ -136,6 +150,12 @@ def build_model(
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
+    options = dict(options or {})
+    allowed = MODEL_OPTIONS.get(name, ())
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        known = ", ".join(allowed) if allowed else "none"
+        raise ValueError(f"model {name!r} has no option {unknown[0]!r}; its options: {known}")
     if int(num_classes) != num_classes or num_classes < 1:
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
     if int(in_channels) != in_channels or in_channels < 1:
@@ -152,7 +172,7 @@ def build_model(
         stride = default_stride if output_stride is None else output_stride
         if stride not in (8, 16):
             raise ValueError(f"output_stride must be 8 or 16 for {name!r}, got {output_stride!r}")
-    model = _construct(name, int(num_classes), int(in_channels), stride)
+    model = _construct(name, int(num_classes), int(in_channels), stride, options)
     if pretrained is not None:
         if str(pretrained) == "imagenet":
             if backbone_name is None:
