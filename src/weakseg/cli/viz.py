@@ -42,6 +42,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     commands = parser.add_subparsers(dest="viz_command", metavar="SUBCOMMAND")
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
+    _add_gradients(commands)
+    _add_curves(commands)
+    return parser
+
+
+def _add_gradients(commands: argparse._SubParsersAction) -> None:
+    """``weakseg viz gradients``."""
     gradients = commands.add_parser(
         "gradients",
         help="image, scribbles, S and each regularizer's gradient dR/dS_k, per class",
@@ -101,6 +108,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     gradients.add_argument("-o", "--output", required=True, help="output figure (PNG)")
     gradients.set_defaults(func=_reporting_errors, viz_run=run_gradients)
 
+
+def _add_curves(commands: argparse._SubParsersAction) -> None:
+    """``weakseg viz curves``."""
     curves = commands.add_parser(
         "curves",
         help="loss terms over iterations of one or more runs (losses.jsonl / metrics.jsonl)",
@@ -116,7 +126,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     curves.add_argument("--title", default=None, help="title line (default: what is plotted)")
     curves.add_argument("-o", "--output", required=True, help="output figure (PNG)")
     curves.set_defaults(func=_reporting_errors, viz_run=run_curves)
-    return parser
 
 
 def _reporting_errors(args: argparse.Namespace) -> int:
@@ -128,21 +137,66 @@ def _reporting_errors(args: argparse.Namespace) -> int:
         return 1
 
 
+def _probs_of_checkpoint(args: argparse.Namespace, scribbles, device):
+    """S = the softmax output of ``args.checkpoint`` on the image; its class names."""
+    import torch
+
+    from weakseg.data.io import check_label_values, read_image
+    from weakseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from weakseg.engine.predict import load_trained_model
+    from weakseg.viz.gradients import network_probs
+
+    if args.num_classes is not None:
+        raise ValueError("--num-classes is for runs without --checkpoint (it has its own K)")
+    model, checkpoint = load_trained_model(args.checkpoint, device)
+    model_config, config = checkpoint["model_config"], checkpoint.get("args", {})
+    num_classes = int(model_config["num_classes"])
+    class_names = list(checkpoint.get("class_names") or map(str, range(num_classes)))
+    check_label_values(scribbles, num_classes, Path(args.scribbles), "scribbles")
+    network_image = torch.from_numpy(read_image(Path(args.image), model_config["in_channels"]))
+    mean, std = config.get("mean") or IMAGENET_MEAN, config.get("std") or IMAGENET_STD
+    probs = network_probs(model, network_image, mean, std)
+    return probs, class_names, f"S = the softmax output of {Path(args.checkpoint).name}"
+
+
+def _probs_of_scribbles(args: argparse.Namespace, image_raw, scribbles):
+    """S = a logit field fitted to the scribbles by pCE alone; class names ``0..K-1``."""
+    import torch
+
+    from weakseg.data.io import check_label_values
+    from weakseg.viz.gradients import scribble_probs
+
+    scribbles_path = Path(args.scribbles)
+    labeled = scribbles != 255
+    if not labeled.any():
+        raise DataError(
+            f"scribbles file {scribbles_path} has no labeled pixel (every value is 255): "
+            "nothing to fit S to (give --checkpoint to use a network's output)"
+        )
+    num_classes = args.num_classes or max(int(scribbles[labeled].max()) + 1, 2)
+    if num_classes < 2:
+        raise ValueError(f"--num-classes must be >= 2, got {num_classes}")
+    check_label_values(scribbles, num_classes, scribbles_path, "scribbles")
+    labels = torch.from_numpy(scribbles).long().to(image_raw.device)
+    probs = scribble_probs(image_raw, labels, num_classes, n_steps=args.steps, lr=args.lr)
+    source = (
+        "S = softmax of a logit field fitted to the scribbles by partial cross-entropy "
+        f"alone ({args.steps} Adam steps)"
+    )
+    return probs, [str(k) for k in range(num_classes)], source
+
+
 def run_gradients(args: argparse.Namespace) -> int:
     """Write the gradient figure of ``args.image``; returns 0."""
     import torch
 
-    from weakseg.data.io import check_label_values, check_same_size, read_image, read_label
-    from weakseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from weakseg.data.io import check_same_size, read_image, read_label
     from weakseg.engine.device import resolve_device
-    from weakseg.engine.predict import load_trained_model
     from weakseg.viz.gradients import (
         gradient_regularizers,
-        network_probs,
         regularizer_gradients,
         regularizer_title,
         render_gradient_figure,
-        scribble_probs,
         shown_classes,
     )
 
@@ -155,35 +209,10 @@ def run_gradients(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     image_raw = torch.from_numpy(image).to(device)
     if args.checkpoint is not None:
-        if args.num_classes is not None:
-            raise ValueError("--num-classes is for runs without --checkpoint (it has its own K)")
-        model, checkpoint = load_trained_model(args.checkpoint, device)
-        model_config, config = checkpoint["model_config"], checkpoint.get("args", {})
-        num_classes = int(model_config["num_classes"])
-        class_names = list(checkpoint.get("class_names") or map(str, range(num_classes)))
-        check_label_values(scribbles, num_classes, scribbles_path, "scribbles")
-        network_image = torch.from_numpy(read_image(image_path, model_config["in_channels"]))
-        mean, std = config.get("mean") or IMAGENET_MEAN, config.get("std") or IMAGENET_STD
-        probs = network_probs(model, network_image, mean, std)
-        source = f"S = the softmax output of {Path(args.checkpoint).name}"
+        probs, class_names, source = _probs_of_checkpoint(args, scribbles, device)
     else:
-        labeled = scribbles != 255
-        if not labeled.any():
-            raise DataError(
-                f"scribbles file {scribbles_path} has no labeled pixel (every value is 255): "
-                "nothing to fit S to (give --checkpoint to use a network's output)"
-            )
-        num_classes = args.num_classes or max(int(scribbles[labeled].max()) + 1, 2)
-        if num_classes < 2:
-            raise ValueError(f"--num-classes must be >= 2, got {num_classes}")
-        check_label_values(scribbles, num_classes, scribbles_path, "scribbles")
-        class_names = [str(k) for k in range(num_classes)]
-        labels = torch.from_numpy(scribbles).long().to(device)
-        probs = scribble_probs(image_raw, labels, num_classes, n_steps=args.steps, lr=args.lr)
-        source = (
-            "S = softmax of a logit field fitted to the scribbles by partial cross-entropy "
-            f"alone ({args.steps} Adam steps)"
-        )
+        probs, class_names, source = _probs_of_scribbles(args, image_raw, scribbles)
+    num_classes = len(class_names)
     regularizers = gradient_regularizers(
         args.losses,
         sigma_rgb=args.sigma_rgb,
