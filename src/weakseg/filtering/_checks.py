@@ -13,8 +13,11 @@ from weakseg._validation import (
 )
 
 
-def check_features(features: Tensor) -> None:
-    """``features``: a finite, non-empty float tensor ``[B, D, *spatial]`` or ``[B, D, N]``."""
+def check_features(features: Tensor, *, finite: bool = True) -> None:
+    """``features``: a finite, non-empty float tensor ``[B, D, *spatial]`` or ``[B, D, N]``.
+
+    ``finite=False`` leaves the finiteness to the caller (the lattice backends check it from
+    the bounds they compute anyway, saving a pass and a host synchronization)."""
     check_tensor("features", features)
     if features.ndim < 3:
         raise ValueError(
@@ -23,11 +26,15 @@ def check_features(features: Tensor) -> None:
         )
     check_not_empty("features", features)
     check_floating("features", features)
-    check_finite("features", features)
+    if finite:
+        check_finite("features", features)
 
 
-def check_values(values: Tensor, features_shape: tuple[int, ...], device: torch.device) -> None:
-    """``values [B, C, *spatial]`` must match the features' batch size, layout and device."""
+def check_values(
+    values: Tensor, features_shape: tuple[int, ...], device: torch.device, *, finite: bool = True
+) -> None:
+    """``values [B, C, *spatial]`` must match the features' batch size, layout and device, and
+    be finite if ``finite``."""
     check_tensor("values", values)
     if values.ndim != len(features_shape):
         raise ValueError(
@@ -50,4 +57,5 @@ def check_values(values: Tensor, features_shape: tuple[int, ...], device: torch.
         )
     if values.device != device:
         raise ValueError(f"values is on {values.device} but features are on {device}")
-    check_finite("values", values)
+    if finite:
+        check_finite("values", values)

@@ -249,7 +249,7 @@ class PermutohedralLattice:
         backend: Backend = "auto",
         symmetric: bool = True,
     ) -> None:
-        check_features(features)
+        check_features(features, finite=False)  # the backends check it from the key bounds
         requested, backend = backend, _resolve_backend(backend, features.device)
         self.symmetric = symmetric
         dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
@@ -327,7 +327,10 @@ class PermutohedralLattice:
 
     def __call__(self, values: Tensor) -> Tensor:
         """Filter ``values [B, C, *spatial]`` (the features' layout); returns the same shape."""
-        check_values(values, self._template_shape, self.device)
+        # Finiteness only on the CPU, where it is one cheap pass: on a GPU it would cost a host
+        # synchronization per call, and NaN or inf in the values only propagate to the output
+        # (they never reach the lattice's indices).
+        check_values(values, self._template_shape, self.device, finite=self.device.type == "cpu")
         batch, channels = values.shape[:2]
         flat = values.to(self.dtype).reshape(batch, channels, self.num_points)
         out = _LatticeFilter.apply(flat, self)
@@ -347,6 +350,9 @@ def _numba_ops(features: Tensor, points: Tensor, symmetric: bool) -> NumbaLattic
     # Bounds of the features in their own layout: cheaper than over ``points``.
     dims = [0, *range(2, features.ndim)]
     feature_range = (features.detach().amin(dim=dims), features.detach().amax(dim=dims))
+    if not bool(torch.isfinite(feature_range[0]).all() & torch.isfinite(feature_range[1]).all()):
+        bad = int((~torch.isfinite(features)).sum())  # NaN and inf propagate into the bounds
+        raise ValueError(f"features contains {bad} non-finite values (NaN or inf)")
     return NumbaLatticeOps(
         points, features.shape[0], points.shape[0] // features.shape[0], feature_range, symmetric
     )
