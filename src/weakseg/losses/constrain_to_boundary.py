@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from weakseg._validation import (
     check_positive,
@@ -13,6 +13,7 @@ from weakseg._validation import (
 )
 from weakseg.crf import dense_crf_inference
 from weakseg.losses._affinity import check_images, check_probs
+from weakseg.losses._module import WeightedLoss
 from weakseg.losses._sec_common import compute_dtype, safe_log
 
 __all__ = ["ConstrainToBoundaryLoss", "constrain_to_boundary_loss", "resize_images"]
@@ -141,9 +142,11 @@ def constrain_to_boundary_loss(
     return (kl.flatten(1).sum(dim=1) / count).mean()
 
 
-class ConstrainToBoundaryLoss(nn.Module):
+class ConstrainToBoundaryLoss(WeightedLoss):
     """``weight * constrain_to_boundary_loss(probs, images, valid_mask, ...)``; see
     :func:`constrain_to_boundary_loss`."""
+
+    function = staticmethod(constrain_to_boundary_loss)
 
     def __init__(
         self,
@@ -159,39 +162,15 @@ class ConstrainToBoundaryLoss(nn.Module):
         backend: str = "lattice",
         backprop_crf: bool = False,
     ) -> None:
-        super().__init__()
-        self.weight = float(weight)
-        self.n_iter = n_iter
-        self.w_bilateral = float(w_bilateral)
-        self.theta_alpha = check_positive("theta_alpha", theta_alpha)
-        self.theta_beta = check_positive("theta_beta", theta_beta)
-        self.w_gaussian = float(w_gaussian)
-        self.theta_gamma = check_positive("theta_gamma", theta_gamma)
-        self.normalization = normalization
-        self.backend = backend
-        self.backprop_crf = bool(backprop_crf)
-
-    def forward(self, probs: Tensor, images: Tensor, valid_mask: Tensor | None = None) -> Tensor:
-        return self.weight * constrain_to_boundary_loss(
-            probs,
-            images,
-            valid_mask,
-            n_iter=self.n_iter,
-            w_bilateral=self.w_bilateral,
-            theta_alpha=self.theta_alpha,
-            theta_beta=self.theta_beta,
-            w_gaussian=self.w_gaussian,
-            theta_gamma=self.theta_gamma,
-            normalization=self.normalization,
-            backend=self.backend,
-            backprop_crf=self.backprop_crf,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"weight={self.weight}, n_iter={self.n_iter}, w_bilateral={self.w_bilateral}, "
-            f"theta_alpha={self.theta_alpha:.4g}, theta_beta={self.theta_beta}, "
-            f"w_gaussian={self.w_gaussian}, theta_gamma={self.theta_gamma:.4g}, "
-            f"normalization={self.normalization!r}, backend={self.backend!r}, "
-            f"backprop_crf={self.backprop_crf}"
+        super().__init__(
+            weight,
+            n_iter=n_iter,
+            w_bilateral=float(w_bilateral),
+            theta_alpha=check_positive("theta_alpha", theta_alpha),
+            theta_beta=check_positive("theta_beta", theta_beta),
+            w_gaussian=float(w_gaussian),
+            theta_gamma=check_positive("theta_gamma", theta_gamma),
+            normalization=normalization,
+            backend=backend,
+            backprop_crf=bool(backprop_crf),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from weakseg._validation import check_choice, check_positive, check_tensor
@@ -22,6 +22,7 @@ from weakseg.losses._affinity import (
     gaussian_affinity,
     prepare_inputs,
 )
+from weakseg.losses._module import WeightedLoss
 from weakseg.losses.affinity import GaussianAffinity, check_affinity
 
 __all__ = ["DenseCRFLoss", "dense_crf_loss"]
@@ -143,8 +144,9 @@ def dense_crf_loss(
         return _DenseCRFFunction.apply(segmentation, mask, affinity, normalization).mean()
 
 
-class DenseCRFLoss(nn.Module):
-    """``weight * dense_crf_loss(images, probs, valid_mask, ...)``; see :func:`dense_crf_loss`.
+class DenseCRFLoss(WeightedLoss):
+    """``weight * dense_crf_loss(images, probs, valid_mask, affinity=None, ...)``; see
+    :func:`dense_crf_loss`.
 
     Example:
         >>> criterion = DenseCRFLoss(weight=1.0, sigma_rgb=15.0, sigma_xy=80.0)
@@ -152,6 +154,8 @@ class DenseCRFLoss(nn.Module):
         >>> criterion(images, torch.full((1, 2, 32, 32), 0.5)).shape
         torch.Size([])
     """
+
+    function = staticmethod(dense_crf_loss)
 
     def __init__(
         self,
@@ -164,41 +168,12 @@ class DenseCRFLoss(nn.Module):
         normalization: Normalization = "affinity",
         backend: Backend = "lattice",
     ) -> None:
-        super().__init__()
-        check_choice("normalization", normalization, NORMALIZATIONS)
-        check_choice("backend", backend, BACKENDS)
-        self.weight = float(weight)
-        self.sigma_rgb = check_positive("sigma_rgb", sigma_rgb)
-        self.sigma_xy = check_positive("sigma_xy", sigma_xy)
-        self.scale_factor = check_positive("scale_factor", scale_factor)
-        self.spacing = None if spacing is None else tuple(spacing)
-        self.normalization = normalization
-        self.backend = backend
-
-    def forward(
-        self,
-        images: Tensor,
-        probs: Tensor,
-        valid_mask: Tensor | None = None,
-        affinity: GaussianAffinity | None = None,
-    ) -> Tensor:
-        return self.weight * dense_crf_loss(
-            images,
-            probs,
-            valid_mask,
-            sigma_rgb=self.sigma_rgb,
-            sigma_xy=self.sigma_xy,
-            scale_factor=self.scale_factor,
-            spacing=self.spacing,
-            normalization=self.normalization,
-            backend=self.backend,
-            affinity=affinity,
-        )
-
-    def extra_repr(self) -> str:
-        spacing = "" if self.spacing is None else f", spacing={self.spacing}"
-        return (
-            f"weight={self.weight}, sigma_rgb={self.sigma_rgb}, sigma_xy={self.sigma_xy}, "
-            f"scale_factor={self.scale_factor}{spacing}, normalization={self.normalization!r}, "
-            f"backend={self.backend!r}"
+        super().__init__(
+            weight,
+            sigma_rgb=check_positive("sigma_rgb", sigma_rgb),
+            sigma_xy=check_positive("sigma_xy", sigma_xy),
+            scale_factor=check_positive("scale_factor", scale_factor),
+            spacing=None if spacing is None else tuple(spacing),
+            normalization=check_choice("normalization", normalization, NORMALIZATIONS),
+            backend=check_choice("backend", backend, BACKENDS),
         )

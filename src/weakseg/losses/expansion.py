@@ -3,13 +3,14 @@ r"""SEC's expansion loss: image-level tags through global weighted rank pooling 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from weakseg._validation import (
     check_same_device,
     check_tensor,
 )
 from weakseg.losses._affinity import check_probs
+from weakseg.losses._module import WeightedLoss
 from weakseg.losses._sec_common import check_binary, compute_dtype, safe_log
 
 __all__ = ["ExpansionLoss", "expansion_loss", "global_weighted_rank_pooling"]
@@ -157,8 +158,10 @@ def expansion_loss(
     return loss.mean()
 
 
-class ExpansionLoss(nn.Module):
+class ExpansionLoss(WeightedLoss):
     """``weight * expansion_loss(probs, tags, ...)``; see :func:`expansion_loss`."""
+
+    function = staticmethod(expansion_loss)
 
     def __init__(
         self,
@@ -169,25 +172,10 @@ class ExpansionLoss(nn.Module):
         q_absent: float = 0.0,
         background_index: int | None = 0,
     ) -> None:
-        super().__init__()
-        self.weight = float(weight)
-        self.q_fg = check_decay("q_fg", q_fg)
-        self.q_bg = check_decay("q_bg", q_bg)
-        self.q_absent = check_decay("q_absent", q_absent)
-        self.background_index = background_index
-
-    def forward(self, probs: Tensor, tags: Tensor) -> Tensor:
-        return self.weight * expansion_loss(
-            probs,
-            tags,
-            q_fg=self.q_fg,
-            q_bg=self.q_bg,
-            q_absent=self.q_absent,
-            background_index=self.background_index,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"weight={self.weight}, q_fg={self.q_fg}, q_bg={self.q_bg}, "
-            f"q_absent={self.q_absent}, background_index={self.background_index}"
+        super().__init__(
+            weight,
+            q_fg=check_decay("q_fg", q_fg),
+            q_bg=check_decay("q_bg", q_bg),
+            q_absent=check_decay("q_absent", q_absent),
+            background_index=background_index,
         )

@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from weakseg._validation import check_choice, check_positive, check_tensor
 from weakseg.losses._affinity import (
@@ -16,6 +16,7 @@ from weakseg.losses._affinity import (
     prepare_inputs,
     spatial_sum,
 )
+from weakseg.losses._module import WeightedLoss
 
 __all__ = ["GridPottsLoss", "grid_potts_loss"]
 
@@ -150,7 +151,7 @@ def grid_potts_loss(
         return values.mean()
 
 
-class GridPottsLoss(nn.Module):
+class GridPottsLoss(WeightedLoss):
     """``weight * grid_potts_loss(images, probs, valid_mask, ...)``.
 
     Example:
@@ -158,6 +159,8 @@ class GridPottsLoss(nn.Module):
         >>> criterion(torch.rand(1, 1, 8, 8) * 255, torch.full((1, 2, 8, 8), 0.5))
         tensor(0.5000)
     """
+
+    function = staticmethod(grid_potts_loss)
 
     def __init__(
         self,
@@ -168,30 +171,12 @@ class GridPottsLoss(nn.Module):
         spacing: Sequence[float] | None = None,
         normalization: Normalization = "affinity",
     ) -> None:
-        super().__init__()
-        check_choice("normalization", normalization, NORMALIZATIONS)
         if connectivity not in (None, 4, 8, 6, 26):
             raise ValueError(f"connectivity must be None, 4, 8, 6 or 26, got {connectivity!r}")
-        self.weight = float(weight)
-        self.sigma_rgb = check_positive("sigma_rgb", sigma_rgb)
-        self.connectivity = connectivity
-        self.spacing = None if spacing is None else tuple(spacing)
-        self.normalization = normalization
-
-    def forward(self, images: Tensor, probs: Tensor, valid_mask: Tensor | None = None) -> Tensor:
-        return self.weight * grid_potts_loss(
-            images,
-            probs,
-            valid_mask,
-            sigma_rgb=self.sigma_rgb,
-            connectivity=self.connectivity,
-            spacing=self.spacing,
-            normalization=self.normalization,
-        )
-
-    def extra_repr(self) -> str:
-        spacing = "" if self.spacing is None else f", spacing={self.spacing}"
-        return (
-            f"weight={self.weight}, sigma_rgb={self.sigma_rgb}, connectivity={self.connectivity}"
-            f"{spacing}, normalization={self.normalization!r}"
+        super().__init__(
+            weight,
+            sigma_rgb=check_positive("sigma_rgb", sigma_rgb),
+            connectivity=connectivity,
+            spacing=None if spacing is None else tuple(spacing),
+            normalization=check_choice("normalization", normalization, NORMALIZATIONS),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from weakseg._validation import check_choice, check_nonnegative, check_positive, check_tensor
@@ -24,6 +24,7 @@ from weakseg.losses._affinity import (
     nc_value,
     prepare_inputs,
 )
+from weakseg.losses._module import WeightedLoss
 from weakseg.losses.affinity import GaussianAffinity, check_affinity
 
 __all__ = ["KernelCutLoss", "kernel_cut_loss"]
@@ -162,14 +163,17 @@ def kernel_cut_loss(
         return values.mean()
 
 
-class KernelCutLoss(nn.Module):
-    """``weight * kernel_cut_loss(images, probs, valid_mask, ...)``.
+class KernelCutLoss(WeightedLoss):
+    """``weight * kernel_cut_loss(images, probs, valid_mask, affinity=None, nc_affinity=None,
+    ...)``.
 
     Example:
         >>> criterion = KernelCutLoss(weight=1.0, gamma=0.5, nc_sigma_xy=40.0)
         >>> criterion(torch.rand(1, 3, 16, 16) * 255, torch.full((1, 2, 16, 16), 0.5)).shape
         torch.Size([])
     """
+
+    function = staticmethod(kernel_cut_loss)
 
     def __init__(
         self,
@@ -185,54 +189,15 @@ class KernelCutLoss(nn.Module):
         normalization: Normalization = "affinity",
         backend: Backend = "lattice",
     ) -> None:
-        super().__init__()
-        check_choice("normalization", normalization, NORMALIZATIONS)
-        check_choice("backend", backend, BACKENDS)
-        self.weight = float(weight)
-        self.sigma_rgb = check_positive("sigma_rgb", sigma_rgb)
-        self.sigma_xy = check_positive("sigma_xy", sigma_xy)
-        self.nc_sigma_rgb = (
-            None if nc_sigma_rgb is None else check_positive("nc_sigma_rgb", nc_sigma_rgb)
-        )
-        self.nc_sigma_xy = (
-            None if nc_sigma_xy is None else check_positive("nc_sigma_xy", nc_sigma_xy)
-        )
-        self.gamma = check_nonnegative("gamma", gamma)
-        self.scale_factor = check_positive("scale_factor", scale_factor)
-        self.spacing = None if spacing is None else tuple(spacing)
-        self.normalization = normalization
-        self.backend = backend
-
-    def forward(
-        self,
-        images: Tensor,
-        probs: Tensor,
-        valid_mask: Tensor | None = None,
-        affinity: GaussianAffinity | None = None,
-        nc_affinity: GaussianAffinity | None = None,
-    ) -> Tensor:
-        return self.weight * kernel_cut_loss(
-            images,
-            probs,
-            valid_mask,
-            sigma_rgb=self.sigma_rgb,
-            sigma_xy=self.sigma_xy,
-            nc_sigma_rgb=self.nc_sigma_rgb,
-            nc_sigma_xy=self.nc_sigma_xy,
-            gamma=self.gamma,
-            scale_factor=self.scale_factor,
-            spacing=self.spacing,
-            normalization=self.normalization,
-            backend=self.backend,
-            affinity=affinity,
-            nc_affinity=nc_affinity,
-        )
-
-    def extra_repr(self) -> str:
-        spacing = "" if self.spacing is None else f", spacing={self.spacing}"
-        return (
-            f"weight={self.weight}, sigma_rgb={self.sigma_rgb}, sigma_xy={self.sigma_xy}, "
-            f"nc_sigma_rgb={self.nc_sigma_rgb}, nc_sigma_xy={self.nc_sigma_xy}, "
-            f"gamma={self.gamma}, scale_factor={self.scale_factor}{spacing}, "
-            f"normalization={self.normalization!r}, backend={self.backend!r}"
+        optional = {"nc_sigma_rgb": nc_sigma_rgb, "nc_sigma_xy": nc_sigma_xy}
+        super().__init__(
+            weight,
+            sigma_rgb=check_positive("sigma_rgb", sigma_rgb),
+            sigma_xy=check_positive("sigma_xy", sigma_xy),
+            **{k: None if v is None else check_positive(k, v) for k, v in optional.items()},
+            gamma=check_nonnegative("gamma", gamma),
+            scale_factor=check_positive("scale_factor", scale_factor),
+            spacing=None if spacing is None else tuple(spacing),
+            normalization=check_choice("normalization", normalization, NORMALIZATIONS),
+            backend=check_choice("backend", backend, BACKENDS),
         )

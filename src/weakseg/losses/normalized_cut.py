@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from weakseg._validation import check_choice, check_positive, check_tensor
@@ -20,6 +20,7 @@ from weakseg.losses._affinity import (
     nc_value,
     prepare_inputs,
 )
+from weakseg.losses._module import WeightedLoss
 from weakseg.losses.affinity import GaussianAffinity, check_affinity
 
 __all__ = ["NormalizedCutLoss", "normalized_cut_loss"]
@@ -113,14 +114,16 @@ def normalized_cut_loss(
         return _NormalizedCutFunction.apply(segmentation, mask, affinity).mean()
 
 
-class NormalizedCutLoss(nn.Module):
-    """``weight * normalized_cut_loss(images, probs, valid_mask, ...)``.
+class NormalizedCutLoss(WeightedLoss):
+    """``weight * normalized_cut_loss(images, probs, valid_mask, affinity=None, ...)``.
 
     Example:
         >>> criterion = NormalizedCutLoss(weight=0.5, sigma_rgb=15.0, sigma_xy=40.0)
         >>> criterion(torch.rand(1, 3, 16, 16) * 255, torch.full((1, 2, 16, 16), 0.5)).shape
         torch.Size([])
     """
+
+    function = staticmethod(normalized_cut_loss)
 
     def __init__(
         self,
@@ -132,37 +135,11 @@ class NormalizedCutLoss(nn.Module):
         spacing: Sequence[float] | None = None,
         backend: Backend = "lattice",
     ) -> None:
-        super().__init__()
-        check_choice("backend", backend, BACKENDS)
-        self.weight = float(weight)
-        self.sigma_rgb = check_positive("sigma_rgb", sigma_rgb)
-        self.sigma_xy = check_positive("sigma_xy", sigma_xy)
-        self.scale_factor = check_positive("scale_factor", scale_factor)
-        self.spacing = None if spacing is None else tuple(spacing)
-        self.backend = backend
-
-    def forward(
-        self,
-        images: Tensor,
-        probs: Tensor,
-        valid_mask: Tensor | None = None,
-        affinity: GaussianAffinity | None = None,
-    ) -> Tensor:
-        return self.weight * normalized_cut_loss(
-            images,
-            probs,
-            valid_mask,
-            sigma_rgb=self.sigma_rgb,
-            sigma_xy=self.sigma_xy,
-            scale_factor=self.scale_factor,
-            spacing=self.spacing,
-            backend=self.backend,
-            affinity=affinity,
-        )
-
-    def extra_repr(self) -> str:
-        spacing = "" if self.spacing is None else f", spacing={self.spacing}"
-        return (
-            f"weight={self.weight}, sigma_rgb={self.sigma_rgb}, sigma_xy={self.sigma_xy}, "
-            f"scale_factor={self.scale_factor}{spacing}, backend={self.backend!r}"
+        super().__init__(
+            weight,
+            sigma_rgb=check_positive("sigma_rgb", sigma_rgb),
+            sigma_xy=check_positive("sigma_xy", sigma_xy),
+            scale_factor=check_positive("scale_factor", scale_factor),
+            spacing=None if spacing is None else tuple(spacing),
+            backend=check_choice("backend", backend, BACKENDS),
         )

@@ -40,7 +40,7 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from weakseg._validation import (
     check_choice,
@@ -52,6 +52,7 @@ from weakseg._validation import (
 from weakseg.crf.kernel_params import NORMALIZATIONS as CRF_NORMALIZATIONS
 from weakseg.crf.kernel_params import check_kernel_parameters
 from weakseg.losses._affinity import NORMALIZATIONS, check_probs
+from weakseg.losses._module import LossModule
 from weakseg.losses.constrain_to_boundary import (
     SEC_N_ITER,
     SEC_THETA_ALPHA,
@@ -262,7 +263,7 @@ def sec_loss(
     return SECLossOutput(total, seed, expand, constrain)
 
 
-class SECLoss(nn.Module):
+class SECLoss(LossModule):
     """Holds the hyper-parameters of :func:`sec_loss`; ``forward`` returns its
     :class:`SECLossOutput`.
 
@@ -305,7 +306,6 @@ class SECLoss(nn.Module):
         loss_normalization: str = "affinity",
         backend: str = "lattice",
     ) -> None:
-        super().__init__()
         check_choice("boundary", boundary, BOUNDARIES)
         check_choice("crf_normalization", crf_normalization, CRF_NORMALIZATIONS)
         check_choice("loss_normalization", loss_normalization, NORMALIZATIONS)
@@ -313,23 +313,7 @@ class SECLoss(nn.Module):
             raise TypeError(f"backprop_crf must be true or false, got {backprop_crf!r}")
         if background_index is not None:  # its upper bound (K - 1) is checked at the call
             check_background_index(background_index, background_index + 1)
-        self.boundary = boundary
-        self.seed_weight = check_nonnegative("seed_weight", seed_weight)
-        self.expand_weight = check_nonnegative("expand_weight", expand_weight)
-        self.boundary_weight = check_nonnegative("boundary_weight", boundary_weight)
-        self.scale_factor = _check_scale_factor(scale_factor)
-        self.q_fg = check_decay("q_fg", q_fg)
-        self.q_bg = check_decay("q_bg", q_bg)
-        self.q_absent = check_decay("q_absent", q_absent)
-        self.background_index = background_index
-        self.n_iter = check_n_iter(n_iter)
-        (
-            self.w_bilateral,
-            self.theta_alpha,
-            self.theta_beta,
-            self.w_gaussian,
-            self.theta_gamma,
-        ) = check_kernel_parameters(
+        kernels = check_kernel_parameters(
             w_bilateral,
             theta_alpha,
             theta_beta,
@@ -338,51 +322,27 @@ class SECLoss(nn.Module):
             crf_normalization,
             backend,
         )
-        self.crf_normalization = crf_normalization
-        self.backprop_crf = backprop_crf
-        self.sigma_rgb = check_positive("sigma_rgb", sigma_rgb)
-        self.sigma_xy = check_positive("sigma_xy", sigma_xy)
-        self.loss_normalization = loss_normalization
-        self.backend = backend
-
-    def forward(
-        self,
-        probs: Tensor,
-        images: Tensor,
-        cues: Tensor,
-        tags: Tensor,
-        valid_mask: Tensor | None = None,
-    ) -> SECLossOutput:
-        """``probs [B, K, *spatial]``, ``images [B, C, *spatial']`` (0-255), ``cues [B, K,
-        *spatial]``, ``tags [B, K]``, ``valid_mask [B, *spatial]`` -> :class:`SECLossOutput`."""
-        return sec_loss(
-            probs,
-            images,
-            cues,
-            tags,
-            valid_mask,
-            boundary=self.boundary,
-            seed_weight=self.seed_weight,
-            expand_weight=self.expand_weight,
-            boundary_weight=self.boundary_weight,
-            scale_factor=self.scale_factor,
-            q_fg=self.q_fg,
-            q_bg=self.q_bg,
-            q_absent=self.q_absent,
-            background_index=self.background_index,
-            n_iter=self.n_iter,
-            w_bilateral=self.w_bilateral,
-            theta_alpha=self.theta_alpha,
-            theta_beta=self.theta_beta,
-            w_gaussian=self.w_gaussian,
-            theta_gamma=self.theta_gamma,
-            crf_normalization=self.crf_normalization,
-            backprop_crf=self.backprop_crf,
-            sigma_rgb=self.sigma_rgb,
-            sigma_xy=self.sigma_xy,
-            loss_normalization=self.loss_normalization,
-            backend=self.backend,
+        super().__init__(
+            boundary=boundary,
+            seed_weight=check_nonnegative("seed_weight", seed_weight),
+            expand_weight=check_nonnegative("expand_weight", expand_weight),
+            boundary_weight=check_nonnegative("boundary_weight", boundary_weight),
+            scale_factor=_check_scale_factor(scale_factor),
+            q_fg=check_decay("q_fg", q_fg),
+            q_bg=check_decay("q_bg", q_bg),
+            q_absent=check_decay("q_absent", q_absent),
+            background_index=background_index,
+            n_iter=check_n_iter(n_iter),
+            **kernels._asdict(),
+            crf_normalization=crf_normalization,
+            backprop_crf=backprop_crf,
+            sigma_rgb=check_positive("sigma_rgb", sigma_rgb),
+            sigma_xy=check_positive("sigma_xy", sigma_xy),
+            loss_normalization=loss_normalization,
+            backend=backend,
         )
+
+    function = staticmethod(sec_loss)
 
     def extra_repr(self) -> str:
         common = (

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from weakseg._validation import (
     check_same_device,
     check_tensor,
 )
 from weakseg.losses._affinity import check_probs
+from weakseg.losses._module import WeightedLoss
 from weakseg.losses._sec_common import check_binary, compute_dtype, safe_log
 
 __all__ = ["NO_CUE", "SeedingLoss", "cues_from_labels", "seeding_loss"]
@@ -107,15 +108,10 @@ def seeding_loss(probs: Tensor, cues: Tensor) -> Tensor:
     return (total / count).mean()
 
 
-class SeedingLoss(nn.Module):
+class SeedingLoss(WeightedLoss):
     """``weight * seeding_loss(probs, cues)``; see :func:`seeding_loss`."""
 
+    function = staticmethod(seeding_loss)
+
     def __init__(self, weight: float = 1.0) -> None:
-        super().__init__()
-        self.weight = float(weight)
-
-    def forward(self, probs: Tensor, cues: Tensor) -> Tensor:
-        return self.weight * seeding_loss(probs, cues)
-
-    def extra_repr(self) -> str:
-        return f"weight={self.weight}"
+        super().__init__(weight)
