@@ -74,24 +74,6 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crf-iterations", type=int, default=10, help="mean-field iterations")
 
 
-def resolve_device(name: str):
-    """The torch device of ``--device`` (``auto`` = CUDA when available); ConfigError if
-    unavailable."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(
-            f"--device {name!r} is not a device name (auto, cpu, cuda, cuda:1 ...)"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name} asked for, but CUDA is not available")
-    return device
-
-
 def crf_arguments(args: argparse.Namespace) -> dict[str, Any] | None:
     if not args.crf:
         return None
@@ -140,6 +122,7 @@ def format_table(report: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     from weakseg.data.volumes import check_volume_pattern
     from weakseg.engine.config import TrainConfig
+    from weakseg.engine.device import resolve_device
     from weakseg.engine.evaluate import evaluate
     from weakseg.engine.loaders import build_val_loader
     from weakseg.engine.predict import load_trained_model

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from weakseg.data.io import read_image, write_label
 from weakseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+from weakseg.data.volumes import file_id, is_volume_file
 from weakseg.engine.checkpoint import load_checkpoint
 from weakseg.engine.evaluate import predict_probs
 from weakseg.errors import DataError
@@ -110,6 +111,7 @@ def load_trained_model(
         model_config["num_classes"],
         in_channels=model_config["in_channels"],
         output_stride=model_config.get("output_stride"),
+        options=model_config.get("options"),
     )
     if model_config.get("crf_layer") is not None:
         model = build_crf_layer_model(
@@ -124,8 +126,9 @@ def load_trained_model(
 
 
 def find_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """The image files of ``inputs`` (files, or folders scanned for :data:`IMAGE_SUFFIXES`),
-    each file once (a file also found in a given folder is not predicted twice).
+    """The image files of ``inputs`` (files, or folders scanned for :data:`IMAGE_SUFFIXES` and
+    volume files, ``.nii``, ``.nii.gz``, ``.h5``), each file once (a file also found in a given
+    folder is not predicted twice).
 
     Raises:
         InputNotFoundError: a path that does not exist, or a folder without images.
@@ -136,7 +139,9 @@ def find_images(inputs: Sequence[str | Path]) -> list[Path]:
         path = Path(item)
         if path.is_dir():
             images = sorted(
-                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                p
+                for p in path.iterdir()
+                if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_volume_file(p))
             )
             if not images:
                 raise InputNotFoundError(
@@ -155,29 +160,38 @@ def find_images(inputs: Sequence[str | Path]) -> list[Path]:
     return found
 
 
-def prediction_files(name: str, with_overlay: bool = True) -> list[str]:
-    """The file names :func:`write_prediction` writes for ``name``."""
+def prediction_files(name: str, with_overlay: bool = True, volume: bool = False) -> list[str]:
+    """The file names :func:`write_prediction` writes for ``name`` (a volume input: its
+    NIfTI prediction ``<name>.nii.gz`` only)."""
+    if volume:
+        return [f"{name}.nii.gz"]
     return [f"{name}.png"] + ([f"{name}_overlay.png"] if with_overlay else [])
+
+
+def _extension(path: Path) -> str:
+    """``png`` for ``a.png``, ``nii_gz`` for ``a.nii.gz``."""
+    return path.name[len(file_id(path)) :].lstrip(".").replace(".", "_").lower()
 
 
 def output_names(paths: Sequence[Path], with_overlay: bool = True) -> list[str]:
     """A distinct output name (without extension) for each input of ``paths``.
 
     ``<stem>``, or ``<stem>_<extension>`` (lower case) for inputs that share their stem (``a.jpg``
-    -> ``a_jpg``, ``a.png`` -> ``a_png``).
+    -> ``a_jpg``, ``a.png`` -> ``a_png``, ``a.nii.gz`` -> ``a_nii_gz``; the stem of a volume
+    file is its name without ``.nii.gz`` / ``.nii`` / ``.h5``).
 
     Raises:
         DataError: two inputs whose files (mask or overlay) would still have the same name,
             e.g. ``x/a.png`` and ``y/a.png``, or ``a.png`` and ``a_overlay.png``; naming both.
     """
-    stems = Counter(path.stem for path in paths)
+    stems = Counter(file_id(path) for path in paths)
     names = [
-        path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix.lstrip('.').lower()}"
+        file_id(path) if stems[file_id(path)] == 1 else f"{file_id(path)}_{_extension(path)}"
         for path in paths
     ]
     owners: dict[str, Path] = {}
     for path, name in zip(paths, names, strict=True):
-        for file in prediction_files(name, with_overlay):
+        for file in prediction_files(name, with_overlay, is_volume_file(path)):
             other = owners.setdefault(file, path)
             if other is not path:
                 raise DataError(
@@ -214,7 +228,7 @@ def check_outputs(
             )
     inputs = {path.resolve(): path for path in paths}
     for path, name in zip(paths, names, strict=True):
-        for file in prediction_files(name, with_overlay):
+        for file in prediction_files(name, with_overlay, is_volume_file(path)):
             target = inputs.get((parent / file).resolve())  # a link to an input elsewhere
             if target is not None:
                 raise DataError(
