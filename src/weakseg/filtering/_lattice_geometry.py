@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+import numpy as np
+
+if TYPE_CHECKING:  # torch-free at run time: the array lattice runs without it
+    import torch
+    from torch import Tensor
 
 # Adams et al.'s scaling: features times sqrt(2/3) (d + 1) in elevated coordinates. With it, splat
 # and slice add a variance of 1/4 per feature dimension and one [1, 2, 1] / 4 blur per direction
@@ -57,18 +61,42 @@ NEGLIGIBLE_SQ_DISTANCE = 40.0
 MAX_KEY = 1 << 62
 
 
-def elevation_matrix(d: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
-    """``E [d + 1, d]`` mapping features onto the hyperplane ``sum(x) = 0`` of R^{d+1}.
-
-    Its columns are orthogonal with norm ``inv_std = sqrt(2/3) (d + 1)``.
-    """
+def elevation_array(d: int) -> np.ndarray:
+    """``E [d + 1, d]`` (float64) mapping features onto the hyperplane ``sum(x) = 0`` of
+    R^{d+1}. Its columns are orthogonal with norm ``inv_std = sqrt(2/3) (d + 1)``."""
     inv_std = INV_STD_FACTOR * (d + 1)
-    matrix = torch.zeros(d + 1, d, dtype=torch.float64)
+    matrix = np.zeros((d + 1, d), dtype=np.float64)
     for j in range(d):
         scale = inv_std / math.sqrt((j + 1) * (j + 2))
         matrix[: j + 1, j] = scale
         matrix[j + 1, j] = -(j + 1) * scale
-    return matrix.to(dtype=dtype, device=device)
+    return matrix
+
+
+def elevation_matrix(d: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
+    """:func:`elevation_array` as a tensor of ``dtype`` on ``device``."""
+    import torch
+
+    return torch.from_numpy(elevation_array(d)).to(dtype=dtype, device=device)
+
+
+# Calibration: points whose exact degree is estimated, and points the estimate sums over.
+CALIBRATION_POINTS = 256
+CALIBRATION_NEIGHBORS = 4096
+CALIBRATION_SEED = 0
+
+
+def calibration_sample(num_points: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """The fixed sample of the lattices' calibration, the same for every backend and entry
+    point: ``(samples [S], neighbors [Q], weight)``, int64 point indices within a batch
+    element and the factor that turns a sum over ``neighbors`` into one over all points
+    (all points, weight 1, when there are at most 4096)."""
+    generator = np.random.default_rng(CALIBRATION_SEED)
+    samples = generator.integers(num_points, size=min(num_points, CALIBRATION_POINTS))
+    if num_points <= CALIBRATION_NEIGHBORS:
+        return samples, np.arange(num_points), 1.0
+    neighbors = generator.integers(num_points, size=CALIBRATION_NEIGHBORS)
+    return samples, neighbors, num_points / CALIBRATION_NEIGHBORS
 
 
 def mass_correction(d: int) -> float:

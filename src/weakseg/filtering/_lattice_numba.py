@@ -19,21 +19,26 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 import weakref
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
-import torch
 from numba import njit, prange
-from torch import Tensor
 
 from weakseg.filtering._lattice_geometry import (
     NEGLIGIBLE_SQ_DISTANCE,
     BlurPlan,
     KeyLayout,
-    elevation_matrix,
+    elevation_array,
+    elevation_matrix,  # noqa: F401 - used by tests through this module
 )
+
+if TYPE_CHECKING:  # torch is imported lazily: the array lattice (NumbaLattice) runs without it
+    import torch
+    from torch import Tensor
 
 # Threading layer: OpenMP first. Its threads wait for work by spinning briefly, as PyTorch's do,
 # so a parallel region starts in microseconds instead of the ~0.1 ms of numba's own work queue,
@@ -54,9 +59,11 @@ def _launch_threads() -> int:
     setting is put back. GNU OpenMP cannot be used again in a process forked after it started
     (numba terminates such a child): :func:`usable_in_this_process` tells.
     """
-    torch_threads = torch.get_num_threads()
+    torch = sys.modules.get("torch")
+    torch_threads = torch.get_num_threads() if torch is not None else None
     numba.get_num_threads()  # launches the threading layer
-    torch.set_num_threads(torch_threads)
+    if torch is not None:
+        torch.set_num_threads(torch_threads)
     return os.getpid()
 
 
@@ -659,13 +666,13 @@ def _slice_at(lattice, vertex_of_entry, bary, points):  # pragma: no cover - com
 
 
 def _layout_from_feature_range(
-    feature_range: tuple[Tensor, Tensor], elevation: np.ndarray
+    feature_range: tuple[np.ndarray, np.ndarray], elevation: np.ndarray
 ) -> KeyLayout | None:
     """Key layout from a box around the features: ``E f`` over the box bounds each elevated
     coordinate (interval arithmetic, in float64), hence ``nearest`` within one step more on each
     side (as :func:`_nearest_bounds`). ``None`` if the box is too loose for int64 keys."""
     d1, d = elevation.shape
-    low, high = (bound.double().cpu().numpy() for bound in feature_range)
+    low, high = (np.asarray(bound, dtype=np.float64) for bound in feature_range)
     matrix = elevation.astype(np.float64)
     lowest = np.minimum(matrix * low, matrix * high).sum(axis=1)
     highest = np.maximum(matrix * low, matrix * high).sum(axis=1)
@@ -712,19 +719,19 @@ class _ArrayPool:
             while sum(a.nbytes for a in self._arrays) > self.max_bytes:
                 self._arrays.pop(0)
 
-    def tensor(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        """A tensor on a kept array (uninitialized) that returns to the pool once the tensor
-        and all its views are gone.
+    def output(self, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+        """An array (uninitialized) on a kept one, which returns to the pool once this array,
+        its views and any tensor made from it (``torch.from_numpy``) are gone.
 
         Filter outputs are the largest arrays of a loss (``[B, C, N]``, 35 MB for 4 images of
         321 x 321 with 21 classes); above 32 MB glibc maps every fresh block anew, so writing
         a new output page-faulted for a third of a filtering's time (measured at 321 x 321,
         B=4: 75 ms against 50 ms with the memory kept).
         """
-        array = self.take(shape, np.float64 if dtype == torch.float64 else np.float32)
-        view = array.view()  # torch keeps this object alive as long as the storage
+        array = self.take(shape, dtype)
+        view = array.view()  # views and tensors keep this object alive
         weakref.finalize(view, self.give, array)
-        return torch.from_numpy(view)
+        return view
 
     @property
     def nbytes(self) -> int:
@@ -736,24 +743,29 @@ class _ArrayPool:
 _POOL = _ArrayPool(max_bytes=256 << 20)
 
 
-class NumbaLatticeOps:
-    """The lattice of ``points [P, d]`` (CPU) with ``apply(values [B, C, N]) -> [B, C, N]``."""
+class NumbaLattice:
+    """The lattice of ``points [P, d]`` (a float32/64 NumPy array, P = batch_size x
+    points_per_batch) with ``apply(values [B, C, N]) -> [B, C, N]``; torch-free."""
 
     def __init__(
         self,
-        points: Tensor,
+        points: np.ndarray,
         batch_size: int,
         points_per_batch: int,
-        feature_range: tuple[Tensor, Tensor] | None = None,
+        feature_range: tuple[np.ndarray, np.ndarray] | None = None,
         symmetric: bool = True,
+        threads: int | None = None,
     ) -> None:
         """``feature_range``: per-dimension minimum and maximum of ``points`` ([d] each), when
-        the caller has them cheaply (they bound the vertex keys without a pass over the points)."""
+        the caller has them cheaply (they bound the vertex keys without a pass over the points).
+        ``threads``: numba threads (default: PyTorch's count where torch is loaded, else
+        numba's)."""
         d = points.shape[1]
         self.dims, self.batch_size, self.points_per_batch = d, batch_size, points_per_batch
+        self._requested_threads = threads
         self._threads = self._sync_threads()
-        array = points.contiguous().numpy()
-        elevation = elevation_matrix(d, points.dtype).numpy()
+        array = np.ascontiguousarray(points)
+        elevation = elevation_array(d).astype(array.dtype)
         layout = None
         if feature_range is not None:
             layout = _layout_from_feature_range(feature_range, elevation)
@@ -769,8 +781,8 @@ class NumbaLatticeOps:
         part_size = -(-points_per_batch // parts)
         bits = max(10, math.ceil(math.log2(max(2, part_size))) + 1)
         tasks = batch_size * parts
-        self._bary = _POOL.take((points.shape[0], d + 1), array.dtype)
-        local = _POOL.take((points.shape[0] * (d + 1),), np.int32)
+        self._bary = _POOL.take((array.shape[0], d + 1), array.dtype)
+        local = _POOL.take((array.shape[0] * (d + 1),), np.int32)
         weakref.finalize(self, _POOL.give, self._bary, local)  # for the next lattice
         while True:
             hashing = (
@@ -826,32 +838,114 @@ class NumbaLatticeOps:
             lattice.dtype.type(plan.neighbor),
         )
 
-    @staticmethod
-    def _sync_threads() -> int:
-        """Use as many numba threads as PyTorch does (``torch.set_num_threads``)."""
-        threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    def _sync_threads(self) -> int:
+        """The numba threads to use: as many as PyTorch uses (``torch.set_num_threads``)
+        where torch is loaded, else numba's own count, unless given."""
+        threads = self._requested_threads
+        if threads is None:
+            torch = sys.modules.get("torch")
+            threads = (
+                torch.get_num_threads() if torch is not None else numba.config.NUMBA_NUM_THREADS
+            )
+        threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
         numba.set_num_threads(threads)
         return threads
 
-    def exact_degrees(self, points: Tensor, samples: Tensor, neighbors: Tensor) -> Tensor:
-        """Exact ``sum_q W_pq`` over q in ``neighbors`` for p in ``samples``: [B, S]."""
-        out = _exact_degrees(
-            points.contiguous().numpy(),
-            samples.numpy(),
-            neighbors.numpy(),
+    def exact_degrees_array(
+        self, points: np.ndarray, samples: np.ndarray, neighbors: np.ndarray
+    ) -> np.ndarray:
+        """Exact ``sum_q W_pq`` (float64) over q in ``neighbors`` for p in ``samples``: [B, S]."""
+        return _exact_degrees(
+            np.ascontiguousarray(points),
+            samples.astype(np.int64),
+            neighbors.astype(np.int64),
             self.points_per_batch,
             self.batch_size,
         )
+
+    def lattice_degrees_array(self, samples: np.ndarray) -> np.ndarray:
+        """``(S^T B S 1)_p`` for p in ``samples`` of every batch element: [B, S]."""
+        lattice = _splat_ones(self._vertex_of_entry, self._bary, self.num_vertices)
+        lattice = self._blur(lattice, self._plan)
+        offsets = np.arange(self.batch_size)[:, None] * self.points_per_batch
+        points = (offsets + samples.astype(np.int64)[None, :]).reshape(-1)
+        out = _slice_at(lattice, self._vertex_of_entry, self._bary, points)
+        return out.astype(self._bary.dtype).reshape(self.batch_size, -1)
+
+    def apply_array(
+        self,
+        values: np.ndarray,
+        scale: np.ndarray,
+        in_weight: np.ndarray | None = None,
+        out_weight: np.ndarray | None = None,
+        out: np.ndarray | None = None,
+        accumulate: bool = False,
+        transpose: bool = False,
+    ) -> np.ndarray:
+        """``diag(out_weight) scale[b] S^T B S diag(in_weight) v`` for ``values [B, C, N]``
+        in the compute dtype (``B^T`` for ``B`` if ``transpose``), the point weights ``[B, N]``
+        (``None``: ones) folded into the splat and the slice. Written into ``out`` (contiguous
+        ``[B, C, N]``) when given, or added to it if ``accumulate``; else into a new array
+        (from the pool: see :meth:`_ArrayPool.output`)."""
+        self._threads = self._sync_threads()
+        array = np.ascontiguousarray(values)
+        dtype = array.dtype
+        partial = _POOL.take((self._threads, self.num_vertices + 1, array.shape[1]), dtype)
+        lattice = _splat(
+            array, self._vertex_of_entry, self._bary, _weights_array(in_weight, dtype), partial
+        )
+        lattice = self._blur(lattice, self._plan.transposed() if transpose else self._plan)
+        if out is None:
+            out, accumulate = _POOL.output(array.shape, dtype), False
+        elif out.shape != array.shape or out.dtype != dtype or not out.flags.c_contiguous:
+            raise ValueError(
+                f"out must be a contiguous {dtype} array of shape {array.shape}, "
+                f"got {out.dtype} {out.shape}"
+            )
+        _slice(
+            lattice,
+            self._vertex_of_entry,
+            self._bary,
+            np.asarray(scale, dtype=dtype),
+            out,
+            self._threads,
+            _weights_array(out_weight, dtype),
+            accumulate,
+        )
+        _POOL.give(partial)
+        return out
+
+
+class NumbaLatticeOps(NumbaLattice):
+    """:class:`NumbaLattice` for CPU tensors: the interface of the PyTorch backend's ops."""
+
+    def __init__(
+        self,
+        points: Tensor,
+        batch_size: int,
+        points_per_batch: int,
+        feature_range: tuple[Tensor, Tensor] | None = None,
+        symmetric: bool = True,
+    ) -> None:
+        box = None
+        if feature_range is not None:
+            box = tuple(bound.detach().double().cpu().numpy() for bound in feature_range)
+        super().__init__(
+            points.detach().contiguous().numpy(), batch_size, points_per_batch, box, symmetric
+        )
+
+    def exact_degrees(self, points: Tensor, samples: Tensor, neighbors: Tensor) -> Tensor:
+        """Exact ``sum_q W_pq`` over q in ``neighbors`` for p in ``samples``: [B, S]."""
+        import torch
+
+        out = self.exact_degrees_array(points.numpy(), samples.numpy(), neighbors.numpy())
         return torch.from_numpy(out).to(points.dtype)
 
     def lattice_degrees(self, samples: Tensor) -> Tensor:
         """``(S^T B S 1)_p`` for p in ``samples`` of every batch element: [B, S]."""
-        lattice = _splat_ones(self._vertex_of_entry, self._bary, self.num_vertices)
-        lattice = self._blur(lattice, self._plan)
-        offsets = torch.arange(self.batch_size)[:, None] * self.points_per_batch
-        points = (offsets + samples[None, :]).reshape(-1).numpy()
-        out = _slice_at(lattice, self._vertex_of_entry, self._bary, points)
-        return torch.from_numpy(out.astype(self._bary.dtype)).reshape(self.batch_size, -1)
+        import torch
+
+        return torch.from_numpy(self.lattice_degrees_array(samples.numpy()))
 
     def apply(
         self,
@@ -863,42 +957,35 @@ class NumbaLatticeOps:
         accumulate: bool = False,
         transpose: bool = False,
     ) -> Tensor:
-        """``diag(out_weight) scale[b] S^T B S diag(in_weight) v`` for CPU ``values [B, C, N]``
-        in the compute dtype (``B^T`` for ``B`` if ``transpose``), the point weights ``[B, N]``
-        (``None``: ones) folded into the splat and the slice. Written into ``out`` (contiguous
-        ``[B, C, N]``) when given, or added to it if ``accumulate``; a new tensor otherwise."""
-        self._threads = self._sync_threads()
-        array = values.detach().contiguous().numpy()
-        dtype = array.dtype
-        partial = _POOL.take((self._threads, self.num_vertices + 1, array.shape[1]), dtype)
-        lattice = _splat(
-            array, self._vertex_of_entry, self._bary, _point_weights(in_weight, dtype), partial
-        )
-        lattice = self._blur(lattice, self._plan.transposed() if transpose else self._plan)
-        if out is None:
-            out, accumulate = _POOL.tensor(tuple(values.shape), values.dtype), False
-        elif out.shape != values.shape or out.dtype != values.dtype or not out.is_contiguous():
+        """:meth:`NumbaLattice.apply_array` on CPU tensors (``out``: a contiguous tensor of
+        the values' shape and dtype)."""
+        import torch
+
+        if out is not None and (
+            out.shape != values.shape or out.dtype != values.dtype or not out.is_contiguous()
+        ):
             raise ValueError(
                 f"out must be a contiguous {values.dtype} tensor of shape {tuple(values.shape)}, "
                 f"got {out.dtype} {tuple(out.shape)}"
             )
-        _slice(
-            lattice,
-            self._vertex_of_entry,
-            self._bary,
+        result = self.apply_array(
+            values.detach().contiguous().numpy(),
             scale.to(values.dtype).numpy(),
-            out.numpy(),
-            self._threads,
-            _point_weights(out_weight, dtype),
+            _tensor_weights(in_weight, values.dtype),
+            _tensor_weights(out_weight, values.dtype),
+            None if out is None else out.numpy(),
             accumulate,
+            transpose,
         )
-        _POOL.give(partial)
-        return out
+        return torch.from_numpy(result) if out is None else out
 
 
-def _point_weights(weight: Tensor | None, dtype: np.dtype) -> np.ndarray:
+def _tensor_weights(weight: Tensor | None, dtype: torch.dtype) -> np.ndarray | None:
+    return None if weight is None else weight.detach().to(dtype).contiguous().numpy()
+
+
+def _weights_array(weight: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
     """Per-point weights ``[B, N]`` as the flat array the kernels take (empty for none)."""
     if weight is None:
         return np.empty(0, dtype)
-    torch_dtype = torch.float64 if dtype == np.float64 else torch.float32
-    return weight.detach().to(torch_dtype).contiguous().reshape(-1).numpy()
+    return np.ascontiguousarray(weight, dtype=dtype).reshape(-1)

@@ -40,11 +40,12 @@ import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from weakseg.filtering._checks import check_features, check_values
-from weakseg.filtering._lattice_geometry import mass_correction
+from weakseg.filtering._lattice_geometry import calibration_sample, mass_correction
 from weakseg.filtering._lattice_torch import TorchLatticeOps
 
 if TYPE_CHECKING:
@@ -60,11 +61,6 @@ __all__ = [
 ]
 
 Backend = Literal["auto", "torch", "numba"]
-
-# Calibration: points whose exact degree is estimated, and points the estimate sums over.
-_CALIBRATION_POINTS = 256
-_CALIBRATION_NEIGHBORS = 4096
-_CALIBRATION_SEED = 0
 
 # What ``backend="auto"`` resolves to: "auto" (numba on the CPU where it can run), or a backend
 # forced by ``WEAKSEG_LATTICE_BACKEND`` or :func:`preferred_backend`.
@@ -289,15 +285,10 @@ class PermutohedralLattice:
 
     def _calibrate(self, points: Tensor) -> None:
         """Match each batch element's degrees ``W 1`` to the exact ones on a fixed sample."""
-        n = self.num_points
-        generator = torch.Generator().manual_seed(_CALIBRATION_SEED)
-        samples = torch.randint(n, (min(n, _CALIBRATION_POINTS),), generator=generator)
-        if n <= _CALIBRATION_NEIGHBORS:
-            neighbors, weight = torch.arange(n), 1.0
-        else:
-            neighbors = torch.randint(n, (_CALIBRATION_NEIGHBORS,), generator=generator)
-            weight = n / _CALIBRATION_NEIGHBORS
-        samples, neighbors = samples.to(self.device), neighbors.to(self.device)
+        samples, neighbors, weight = (
+            torch.from_numpy(a).to(self.device) if isinstance(a, np.ndarray) else a
+            for a in calibration_sample(self.num_points)
+        )
         exact = self._ops.exact_degrees(points, samples, neighbors) * weight  # (B, S)
         approx = self._ops.lattice_degrees(samples) * self._batch_scale[:, None]  # (B, S)
         self._batch_scale *= exact.sum(dim=1) / approx.sum(dim=1).clamp_min(1e-30)
