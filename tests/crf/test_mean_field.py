@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from weakseg.crf import DenseCRF, dense_crf_inference, mean_field_energy
+from weakseg.crf import DenseCRF, KernelParams, dense_crf_inference, mean_field_energy
 from weakseg.crf._kernels import build_kernels
 
 from ._reference import free_energy, mean_field_step, pairwise_matrix
@@ -202,14 +202,15 @@ def test_gradcheck_potts_with_labels_and_valid_mask(normalization):
 
 
 def test_smoothness_kernel_is_reused_for_the_same_size_only():
-    kw = {"w_bilateral": 1.0, "theta_alpha": 3.0, "theta_beta": 40.0, "w_gaussian": 1.0}
-    kw |= {"theta_gamma": 1.5, "normalization": "symmetric", "spacing": None, "backend": "exact"}
+    params = KernelParams(w_bilateral=1.0, theta_alpha=3.0, theta_beta=40.0, w_gaussian=1.0)
+    params = params._replace(theta_gamma=1.5)
+    kw = {"normalization": "symmetric", "spacing": None, "backend": "exact"}
     images = torch.rand(1, 3, 6, 7, dtype=torch.float64) * 255
-    first, second = build_kernels(images, **kw), build_kernels(images * 0.5, **kw)
+    first, second = build_kernels(images, params, **kw), build_kernels(images * 0.5, params, **kw)
     assert second[1][1] is first[1][1] and second[0][1] is not first[0][1]
-    assert build_kernels(images[..., :6], **kw)[1][1] is not first[1][1]
+    assert build_kernels(images[..., :6], params, **kw)[1][1] is not first[1][1]
     mask = torch.ones(1, 1, 6, 7, dtype=torch.float64)
-    masked = build_kernels(images, **kw, mask=mask)[1][1]
+    masked = build_kernels(images, params, **kw, mask=mask)[1][1]
     assert masked is not first[1][1]
     q = torch.softmax(torch.randn(1, 3, 6, 7, dtype=torch.float64), dim=1)
     torch.testing.assert_close(masked(q), first[1][1](q))

@@ -12,13 +12,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from weakseg._validation import (  # noqa: F401 (check_choice, check_nonnegative: old home)
-    check_choice,
-    check_finite,
-    check_floating,
-    check_nonnegative,
-    check_tensor,
-)
+from weakseg._validation import check_finite, check_floating, check_tensor
+from weakseg.crf.kernel_params import KernelParams
 from weakseg.filtering import (
     PermutohedralLattice,
     dense_gaussian_filter,
@@ -103,19 +98,17 @@ def check_compat(compat: Tensor | None, num_classes: int, like: Tensor) -> Tenso
 
 def build_kernels(
     images: Tensor,
+    params: KernelParams,
     *,
-    w_bilateral: float,
-    theta_alpha: float,
-    theta_beta: float,
-    w_gaussian: float,
-    theta_gamma: float,
     normalization: str,
     spacing: Sequence[float] | None,
     backend: str,
     mask: Tensor | None = None,
     symmetric: bool = True,
 ) -> list[tuple[float, GaussianMessages]]:
-    """The appearance (bilateral) and smoothness kernels with non-zero weight, built once."""
+    """The appearance (bilateral) and smoothness kernels of ``params`` with non-zero weight,
+    built once."""
+    w_bilateral, theta_alpha, theta_beta, w_gaussian, theta_gamma = params
     kernels: list[tuple[float, GaussianMessages]] = []
     if w_bilateral > 0:
         feats = intensity_position_features(images, theta_beta, theta_alpha, spacing=spacing)

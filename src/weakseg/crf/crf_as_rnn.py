@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from weakseg._validation import check_logits_and_images, check_n_iter
 from weakseg.crf._kernels import build_kernels
-from weakseg.crf.kernel_params import check_kernel_parameters
+from weakseg.crf.kernel_params import KernelParams, check_kernel_parameters
 
 __all__ = ["CRFasRNN"]
 
@@ -97,11 +97,7 @@ class CRFasRNN(nn.Module):
         # below (a weight initialised to 0 may become non-zero during training).
         kernels = build_kernels(
             images.detach().to(logits.dtype),
-            w_bilateral=1.0,
-            theta_alpha=self.theta_alpha,
-            theta_beta=self.theta_beta,
-            w_gaussian=1.0,
-            theta_gamma=self.theta_gamma,
+            KernelParams(1.0, self.theta_alpha, self.theta_beta, 1.0, self.theta_gamma),
             normalization=self.normalization,
             spacing=self.spacing,
             backend=self.backend,

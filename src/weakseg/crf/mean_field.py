@@ -44,7 +44,7 @@ from weakseg.crf._kernels import (
     build_kernels,
     check_compat,
 )
-from weakseg.crf.kernel_params import check_kernel_parameters
+from weakseg.crf.kernel_params import KernelParams, check_kernel_parameters
 from weakseg.filtering import PermutohedralLattice
 from weakseg.filtering.lattice import numba_usable
 
@@ -283,13 +283,9 @@ def run_mean_field(
 def _prepare(
     logits: Tensor,
     images: Tensor,
+    params: KernelParams,
     *,
     n_iter: int,
-    w_bilateral: float,
-    theta_alpha: float,
-    theta_beta: float,
-    w_gaussian: float,
-    theta_gamma: float,
     compat: Tensor | None,
     normalization: str,
     spacing: Sequence[float] | None,
@@ -299,11 +295,10 @@ def _prepare(
     valid_mask: Tensor | None,
     symmetric: bool = True,
 ):
+    """Check the inputs and build the kernels: ``(kernels, compat, fixed labels, valid)``."""
     check_logits_and_images(logits, images)
     check_n_iter(n_iter)
-    weights = check_kernel_parameters(
-        w_bilateral, theta_alpha, theta_beta, w_gaussian, theta_gamma, normalization, backend
-    )
+    params = check_kernel_parameters(*params, normalization, backend)
     compat = check_compat(compat, logits.shape[1], logits)
     if labels is not None:
         check_labels(labels, logits, ignore_index)
@@ -311,14 +306,9 @@ def _prepare(
     if valid_mask is not None:
         check_valid_mask(valid_mask, logits, "logits")
         valid = valid_mask.unsqueeze(1).to(logits.dtype)  # (B, 1, *spatial)
-    w_b, t_a, t_b, w_g, t_g = weights
     kernels = build_kernels(
         images.detach().to(logits.dtype),
-        w_bilateral=w_b,
-        theta_alpha=t_a,
-        theta_beta=t_b,
-        w_gaussian=w_g,
-        theta_gamma=t_g,
+        params,
         normalization=normalization,
         spacing=spacing,
         backend=backend,
@@ -421,12 +411,8 @@ def dense_crf_inference(
     kernels, compat, fixed, valid = _prepare(
         logits,
         images,
+        KernelParams(w_bilateral, theta_alpha, theta_beta, w_gaussian, theta_gamma),
         n_iter=n_iter,
-        w_bilateral=w_bilateral,
-        theta_alpha=theta_alpha,
-        theta_beta=theta_beta,
-        w_gaussian=w_gaussian,
-        theta_gamma=theta_gamma,
         compat=compat,
         normalization=normalization,
         spacing=spacing,
@@ -477,12 +463,8 @@ def mean_field_energy(
     kernels, compat, _, valid = _prepare(
         logits,
         images,
+        KernelParams(w_bilateral, theta_alpha, theta_beta, w_gaussian, theta_gamma),
         n_iter=0,
-        w_bilateral=w_bilateral,
-        theta_alpha=theta_alpha,
-        theta_beta=theta_beta,
-        w_gaussian=w_gaussian,
-        theta_gamma=theta_gamma,
         compat=compat,
         normalization=normalization,
         spacing=spacing,
