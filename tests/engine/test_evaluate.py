@@ -43,6 +43,7 @@ def test_volumes_scored_in_mm(tmp_path: Path) -> None:
     diagonal = math.sqrt((20 * 1.5) ** 2 + (16 * 1.5) ** 2 + (5 * 8.0) ** 2)
     assert summary["mean_hd95_3d"] == pytest.approx(diagonal)  # every structure missed
     assert summary["hd95_missed"] == {"bg": 0, "rv": 2, "myo": 2, "lv": 2}
+    assert summary["hd95_3d"]["bg"] is None  # not computed for the background
     assert summary["miou"] is not None  # per-slice metrics stay
     plain = evaluate(Constant(0, 4), loader, 4, torch.device("cpu"), volume_metrics=False)
     assert "mean_dice_3d" not in plain.summary() and plain.summary()["pixels"] == 2 * 5 * 320

@@ -100,6 +100,10 @@ def test_accumulator_groups_orders_and_summarizes() -> None:
     expected = hd95(pred == 1, target == 1, (4.0, 1.0, 1.0))
     assert scores["v1"].hd95[1] == pytest.approx(expected) and expected > 0
     assert math.isnan(scores["v2"].dice[1]) and math.isnan(scores["v2"].hd95[1])
+    assert math.isnan(scores["v1"].hd95[0])  # background: no HD95
+    every = VolumeAccumulator(2, background=())
+    every.add("v1", 0, pred[0], target[0])
+    assert every.finish()["v1"].hd95[0] == 0.0  # asked for: the background's too
     summary = summarize_volumes(scores, ["bg", "fg"])
     assert summary["volumes"] == 2 and summary["hd95_unit"] == "voxels"  # v2 has no spacing
     assert summary["mean_dice_3d"] == pytest.approx(scores["v1"].dice[1])  # v2: NaN, left out

@@ -25,6 +25,9 @@ Empty sets, stated explicitly since implementations differ:
   worst case and keeps means comparable between methods. ``hd95_missed`` in the summary counts
   these volumes per class.
 
+HD95 is computed for the foreground classes only (the background's surface is the
+foreground's plus the volume border; no table reports it).
+
 Post-processing (:func:`largest_component`): keep the largest connected component of each
 foreground class, the rest becomes background (what PyMIC and WSL4MIS report with).
 """
@@ -159,6 +162,8 @@ class VolumeAccumulator:
         ignore_index: target value of voxels not evaluated.
         lcc: keep the largest connected component per class of each volume before scoring.
         compute_hd95: compute HD95 (the costly part); NaN otherwise.
+        background: classes without HD95 (NaN: the surface of the background is that of the
+            foreground plus the volume border, and no table reports it).
     """
 
     def __init__(
@@ -168,8 +173,10 @@ class VolumeAccumulator:
         *,
         lcc: bool = False,
         compute_hd95: bool = True,
+        background: Sequence[int] = (0,),
     ) -> None:
         self.num_classes = int(num_classes)
+        self.background = frozenset(int(k) for k in background)
         self.ignore_index = int(ignore_index)
         self.lcc = bool(lcc)
         self.compute_hd95 = bool(compute_hd95)
@@ -219,18 +226,24 @@ class VolumeAccumulator:
         pred[ignored] = 0
         if self.lcc:
             pred = largest_component(pred, self.num_classes)
+        # one NumPy pass gives the volume's confusion matrix: its Dice and the per-slice pooling
+        k = self.num_classes
+        keep = ~ignored
+        if keep.any() and (target[keep].max() >= k or pred.max() >= k):
+            raise ValueError(f"class ids must be in 0..{k - 1} (or {self.ignore_index})")
+        counts = np.bincount(target[keep] * k + pred[keep], minlength=k * k).reshape(k, k)
         import torch
 
-        for index in range(len(slices)):
-            self.confusion.update(torch.from_numpy(pred[index]), torch.from_numpy(target[index]))
-        dice = dice_per_class_3d(pred, target, self.num_classes, self.ignore_index)
+        self.confusion.matrix = self.confusion.matrix + torch.from_numpy(counts)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dice = 2.0 * np.diag(counts) / (counts.sum(0) + counts.sum(1))  # 0/0 = NaN
         distances = np.full(self.num_classes, np.nan)
         missed = np.zeros(self.num_classes, bool)
         truth = np.where(ignored, 0, target)
         for k in range(self.num_classes):
             p, t = pred == k, truth == k
             missed[k] = bool(p.any()) != bool(t.any())
-            if self.compute_hd95:
+            if self.compute_hd95 and k not in self.background:
                 distances[k] = hd95(p, t, self._spacing)
         self.scores[self._current] = VolumeScores(
             self._current, len(slices), dice, distances, missed, self._spacing
