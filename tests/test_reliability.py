@@ -76,7 +76,14 @@ def _error_line(capsys: pytest.CaptureFixture) -> str:
 
 
 def _iterations(path: Path) -> list[int]:
-    return [json.loads(line)["iteration"] for line in path.read_text().splitlines()]
+    """The ``iteration`` of each complete row of a JSON-lines log (one being written is skipped)."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line)["iteration"])
+        except ValueError:
+            continue
+    return rows
 
 
 def _checkpoint(path: Path) -> Path:
@@ -357,3 +364,101 @@ def test_case11_small_image_at_a_small_scale_is_named(tmp_path, capsys) -> None:
     argv = ["predict", str(checkpoint), str(tiny), "-o", str(tmp_path / "o"), "--scales", "0.5"]
     assert main(argv) == 2
     assert f"image {tiny} is 1x1 px: at scale 0.5 it would have no pixel" in _error_line(capsys)
+
+
+# 3 (experiment) ------------------------------------------------------------------------------
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped by its new parent, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _holder_pid(run_dir: Path) -> int | None:
+    try:
+        words = (run_dir / ".lock").read_text().split()
+    except OSError:
+        return None
+    return int(words[1]) if len(words) > 1 and words[0] == "pid" else None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_case03_experiment_forwards_sigterm_and_no_child_survives(tmp_path, data_root) -> None:
+    import yaml
+
+    config = tmp_path / "config.yaml"
+    config.write_text("seed: 0\n")
+    defaults = {
+        "dataset": "folder",
+        "data_root": str(data_root),
+        "model": "unet",
+        "crop_size": 32,
+        "batch_size": 2,
+        "max_iterations": 100000,  # never finishes by itself here
+        "num_workers": 0,
+        "tensorboard": False,
+        "progress": False,
+        "log_every": 1,
+        "checkpoint_every": 100000,
+    }
+    recipe = {
+        "title": "t",
+        "description": "signal forwarding",
+        "defaults": defaults,
+        "evaluations": [{"name": "plain", "label": "network"}],
+        "metrics": ["miou"],
+        "runs": [{"name": "a", "label": "A", "config": str(config)}],
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "weakseg", "experiment", str(tmp_path / "recipe.yaml")]
+    argv += ["-o", str(out)]
+
+    def start() -> tuple[subprocess.Popen, int]:
+        process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=_env())
+        losses = out / "a" / "losses.jsonl"
+        before = len(_iterations(losses)) if losses.exists() else 0
+        _wait_until(
+            lambda: (losses.exists() and len(_iterations(losses)) > before) or process.poll(),
+            180,
+            "the training step to log",
+        )
+        assert process.poll() is None, process.stderr.read()
+        child = _holder_pid(out / "a")
+        assert child is not None and child != process.pid and _alive(child)
+        return process, child
+
+    process, child = start()
+    try:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped by SIGTERM" in stderr
+    assert not _alive(child)  # waited for: it saved its checkpoint and exited
+    stopped = load_checkpoint(out / "a" / "checkpoint.pth")["iteration"]
+    assert stopped == _iterations(out / "a" / "losses.jsonl")[-1]
+
+    # even kill -9 of the runner leaves no training behind (it gets SIGTERM and saves)
+    process, child = start()
+    try:
+        process.kill()
+        process.wait(timeout=30)
+        _wait_until(lambda: not _alive(child), 120, f"the orphaned trainer {child} to stop")
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+    resumed = load_checkpoint(out / "a" / "checkpoint.pth")["iteration"]
+    assert resumed > stopped and resumed == _iterations(out / "a" / "losses.jsonl")[-1]

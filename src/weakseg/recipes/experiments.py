@@ -53,12 +53,16 @@ included), so that the step reads the same data as the training.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
+import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -525,6 +529,73 @@ def run_experiment(
     return results
 
 
+#: Signals that stop an experiment: passed on to the running step, which saves and exits.
+FORWARDED_SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` on Linux (looked up before forking: no dynamic loading in the child)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - unusual libc
+        return None
+
+
+def _child_setup(prctl: Callable[..., int] | None) -> Callable[[], None]:
+    """What the step's process does between fork and exec: its own process group (a Ctrl-C
+    reaches it once, forwarded by the runner, not twice: a second SIGINT would stop a training
+    before it saves) and, on Linux, SIGTERM when the runner dies, even by ``kill -9``: no step
+    outlives the experiment."""
+
+    def setup() -> None:  # pragma: no cover - runs in the child
+        os.setpgid(0, 0)
+        if prctl is not None:
+            prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+    return setup
+
+
 def _subprocess(arguments: list[str], launcher: Sequence[str] = ()) -> int:
+    """Run one step as ``python -m weakseg ARGS`` (or ``LAUNCHER -m weakseg ARGS``) and return
+    its exit status.
+
+    SIGINT, SIGTERM and SIGHUP sent to the runner are passed on to the step, and the runner
+    waits for it (a training writes its checkpoint), then exits with status 128 + the signal
+    number: rerunning the same command continues where it stopped.
+    """
     program = [*launcher, "-m", "weakseg"] if launcher else [sys.executable, "-m", "weakseg"]
-    return subprocess.run([*program, *arguments], check=False).returncode
+    if threading.current_thread() is not threading.main_thread() or os.name != "posix":
+        return subprocess.run([*program, *arguments], check=False).returncode
+    received: list[int] = []
+    process: subprocess.Popen | None = None
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if process is not None and process.poll() is None:
+            process.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
+    try:
+        setup = _child_setup(_prctl())
+        process = subprocess.Popen([*program, *arguments], preexec_fn=setup)
+        if received:  # a signal arrived while the child was being started
+            process.send_signal(received[0])
+        status = process.wait()
+    finally:
+        if process is not None and process.poll() is None:  # the runner itself is failing
+            process.terminate()
+            process.wait()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        name = signal.Signals(received[0]).name
+        print(
+            f"weakseg experiment: stopped by {name}; the step '{shlex.join(arguments[:1])} ...' "
+            f"exited with status {status}; run the same command again to continue",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(128 + received[0])
+    return status
