@@ -442,12 +442,15 @@ def test_case03_experiment_forwards_sigterm_and_no_child_survives(tmp_path, data
     try:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=120)
+        survived = _alive(child)
     finally:
         if process.poll() is None:
             process.kill()
+        if _alive(child):  # never leave a training behind, even when the test fails
+            os.kill(child, signal.SIGKILL)
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert "stopped by SIGTERM" in stderr
-    assert not _alive(child)  # waited for: it saved its checkpoint and exited
+    assert not survived  # waited for: it saved its checkpoint and exited
     stopped = load_checkpoint(out / "a" / "checkpoint.pth")["iteration"]
     assert stopped == _iterations(out / "a" / "losses.jsonl")[-1]
 
