@@ -20,13 +20,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
+from weakseg.errors import ConfigError, DataError, WeaksegError
 
-from weakseg.data.folder import FolderDataset
-from weakseg.data.io import DataError, read_label, write_label
-from weakseg.data.scribbles import ScribbleStats, shorten_scribbles, simulate_scribbles
-from weakseg.data.xml_scribbles import VOC_CLASSES, convert_xml_dir
-from weakseg.errors import ConfigError, WeaksegError
+# numpy and the data modules are imported by the subcommands, so that --help stays light.
 
 _LABEL_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".gif")
 
@@ -164,6 +160,8 @@ def _skip(args: argparse.Namespace, exc: DataError) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from weakseg.data.xml_scribbles import VOC_CLASSES, convert_xml_dir
+
     names: tuple[str, ...] | list[str] = VOC_CLASSES
     if args.classes is not None:
         from weakseg.data.folder import read_classes
@@ -181,6 +179,11 @@ def _skipped(count: int) -> str:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from weakseg.data.io import read_label, write_label
+    from weakseg.data.scribbles import simulate_scribbles
+
     files = _label_files(args.mask_dir)
     _check_outputs(files, args.out_dir, args.mask_dir)
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -201,6 +204,9 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 
 def run_shorten(args: argparse.Namespace) -> int:
+    from weakseg.data.io import read_label, write_label
+    from weakseg.data.scribbles import shorten_scribbles
+
     if not 0.0 <= args.ratio <= 1.0:
         raise ConfigError(f"--ratio must be in [0, 1], got {args.ratio}")
     files = _label_files(args.in_dir)
@@ -233,6 +239,9 @@ def run_shorten(args: argparse.Namespace) -> int:
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    from weakseg.data.folder import FolderDataset
+    from weakseg.data.scribbles import ScribbleStats
+
     dataset = FolderDataset(args.root, args.split, skip_bad=args.skip_bad)
     stats = ScribbleStats(dataset.num_classes, dataset.class_names)
     bad = 0
