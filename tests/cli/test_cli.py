@@ -12,7 +12,19 @@ import pytest
 from weakseg.cli import COMMANDS, build_parser, main
 
 # Commands whose module builds its parser without importing torch (their func imports it).
-TORCH_FREE = ("demo", "bench", "data", "segment", "train", "eval", "viz", "proposals", "experiment")
+TORCH_FREE = (
+    "demo",
+    "bench",
+    "data",
+    "segment",
+    "scribbles",
+    "train",
+    "eval",
+    "predict",
+    "viz",
+    "proposals",
+    "experiment",
+)
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:

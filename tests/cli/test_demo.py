@@ -64,3 +64,11 @@ def test_quick_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_demo_rejects_bad_epochs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["demo", "--quick", "--epochs", "0", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err == "error: --epochs must be >= 1, got 0\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_demo_without_cuda_fails_before_training(tmp_path: Path, capsys) -> None:
+    assert main(["demo", "--quick", "--device", "cuda", "--out", str(tmp_path / "d")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and "CUDA" in captured.err
+    assert captured.out == "" and not (tmp_path / "d").exists()

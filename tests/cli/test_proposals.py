@@ -103,8 +103,8 @@ def test_errors(tmp_path, data_root, capsys) -> None:
         (["--config", str(config2)], r"-o/--output is required: .*c2.yaml sets no label_dir")
     )
     for argv, message in cases:
-        assert main(["proposals", "grabcut", *argv, "--no-progress"]) == 1, argv
+        assert main(["proposals", "grabcut", *argv, "--no-progress"]) == 2, argv
         err = capsys.readouterr().err
-        assert err.startswith("weakseg proposals grabcut: error: ")
+        assert err.count("\n") == 1 and err.startswith("error: "), (argv, err)
         assert re.search(message, err), (argv, err)
     assert main(["proposals"]) == 2  # usage

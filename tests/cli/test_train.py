@@ -102,7 +102,9 @@ def test_train_cli_errors(tmp_path, data_root, capsys) -> None:
         mask.unlink()
     (root / "masks").rmdir()
     settings = _settings(root, tmp_path / "r", "val_split=train", "max_iterations=1")
-    cases.append((settings, r"val_split 'train' has no full masks"))
+    cases.append(
+        (settings, r"missing mask file for id 'synthetic_00000' \(listed in .*train\.txt\)")
+    )
     for arguments, message in cases:
         assert main(["train", *arguments]) == 2
         err = capsys.readouterr().err

@@ -85,8 +85,10 @@ def test_gradients_errors_name_the_file(tmp_path: Path, capsys: pytest.CaptureFi
     out = str(tmp_path / "o.png")
 
     def error(*args: str) -> str:
-        assert main(["viz", "gradients", *args, "-o", out, "--device", "cpu"]) == 1
-        return capsys.readouterr().err
+        assert main(["viz", "gradients", *args, "-o", out, "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        return err
 
     assert "missing image file: " in error(
         str(tmp_path / "nope.png"), "--scribbles", str(scribbles)
@@ -140,9 +142,9 @@ def test_curves_losses_and_metrics_runs(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["viz", "curves", runs[0], "--smooth", "5", "-o", str(output)]) == 0
     assert Image.open(output).size == curves_size(2, 1)
 
-    assert main(["viz", "curves", runs[1], "--terms", "dense_crf", "-o", str(output)]) == 1
+    assert main(["viz", "curves", runs[1], "--terms", "dense_crf", "-o", str(output)]) == 2
     assert "no run logs the term 'dense_crf'; the runs log: pce" in capsys.readouterr().err
-    assert main(["viz", "curves", str(tmp_path / "none"), "-o", str(output)]) == 1
+    assert main(["viz", "curves", str(tmp_path / "none"), "-o", str(output)]) == 2
     assert "run folder not found: " in capsys.readouterr().err
 
 

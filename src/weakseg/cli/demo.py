@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo, print the table; returns 0."""
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
+    from weakseg.engine.device import resolve_device
+
+    resolve_device(args.device)  # before anything runs: a missing GPU fails at once
     overrides = {"seed": args.seed, "device": args.device}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs

@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from weakseg.errors import DataError
+from weakseg.errors import WeaksegError
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -84,8 +84,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def run_grabcut(args: argparse.Namespace) -> int:
-    """Write the proposals; errors (bad data, bad config, no OpenCV) are one line on stderr and
-    exit status 1."""
+    """Write the proposals; errors (bad data, bad config, no OpenCV) are a
+    :class:`WeaksegError`: one line on stderr, exit status 2."""
     from weakseg.proposals import write_grabcut_proposals
 
     if args.skip_bad:
@@ -99,9 +99,10 @@ def run_grabcut(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
         )
-    except (DataError, ValueError, TypeError, ImportError, FileNotFoundError) as exc:
-        print(f"weakseg proposals grabcut: error: {exc}", file=sys.stderr)
-        return 1
+    except WeaksegError:
+        raise
+    except (ValueError, TypeError, ImportError, FileNotFoundError) as exc:
+        raise WeaksegError(f"weakseg proposals grabcut: {exc}") from exc
     print(f"wrote {len(paths)} GrabCut proposals to {output}")
     print(f"train on them with: --set supervision=full --set label_dir={output}")
     return 0

@@ -18,16 +18,15 @@ Examples::
         --losses dense_crf kernel_cut --classes 0 12 -o fig1.png
     weakseg viz curves runs/gd runs/adm --terms pce dense_crf --smooth 20 -o curves.png
 
-Missing or unreadable inputs end the command with a one-line error naming the file (status 1).
+Missing or unreadable inputs end the command with a one-line error naming the file (status 2).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from weakseg.errors import DataError
+from weakseg.errors import DataError, WeaksegError
 from weakseg.viz import GRADIENT_LOSSES
 
 
@@ -129,12 +128,14 @@ def _add_curves(commands: argparse._SubParsersAction) -> None:
 
 
 def _reporting_errors(args: argparse.Namespace) -> int:
-    """Run the subcommand; bad inputs end it with a one-line message and status 1."""
+    """Run the subcommand; a bad input is a :class:`WeaksegError`, which ``weakseg`` prints as
+    one line (exit status 2)."""
     try:
         return args.viz_run(args)
-    except (DataError, FileNotFoundError, ValueError) as exc:
-        print(f"weakseg viz {args.viz_command}: error: {exc}", file=sys.stderr)
-        return 1
+    except WeaksegError:
+        raise
+    except (FileNotFoundError, ValueError) as exc:
+        raise WeaksegError(f"weakseg viz {args.viz_command}: {exc}") from exc
 
 
 def _probs_of_checkpoint(args: argparse.Namespace, scribbles, device):
