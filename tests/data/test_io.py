@@ -55,3 +55,18 @@ def test_labels_roundtrip_palette_and_errors(tmp_path: Path) -> None:
         write_label(tmp_path / "x.png", np.zeros((2, 2, 2)))
     with pytest.raises(ValueError, match=r"label values must be in 0\.\.255"):
         write_label(tmp_path / "x.png", np.full((2, 2), 256))
+
+
+def test_voc_palette_public_and_used(tmp_path: Path) -> None:
+    from weakseg.data.io import VOC_PALETTE
+
+    # the VOC devkit's colours: background, aeroplane, person (15), the 255 'void' border
+    assert VOC_PALETTE.shape == (256, 3) and VOC_PALETTE.dtype == np.uint8
+    assert VOC_PALETTE[0].tolist() == [0, 0, 0] and VOC_PALETTE[1].tolist() == [128, 0, 0]
+    assert VOC_PALETTE[15].tolist() == [192, 128, 128]
+    assert VOC_PALETTE[255].tolist() == [224, 224, 192]
+    with pytest.raises(ValueError, match="read-only"):
+        VOC_PALETTE[0, 0] = 1
+    write_label(tmp_path / "x.png", np.array([[0, 1], [15, 255]], np.uint8))
+    stored = np.asarray(Image.open(tmp_path / "x.png").getpalette()[: 256 * 3], np.uint8)
+    np.testing.assert_array_equal(stored.reshape(256, 3), VOC_PALETTE)

@@ -18,6 +18,7 @@ from weakseg.errors import DataError
 
 __all__ = [
     "IGNORE_INDEX",
+    "VOC_PALETTE",
     "DataError",
     "check_label_values",
     "check_same_size",
@@ -29,17 +30,26 @@ __all__ = [
 
 IGNORE_INDEX = 255
 
-# The PASCAL VOC colour map, so that written label PNGs look like the ones of VOC and ScribbleSup.
-_VOC_PALETTE: list[int] = []
-for _i in range(256):
-    _r = _g = _b = 0
-    _c = _i
-    for _j in range(8):
-        _r |= ((_c >> 0) & 1) << (7 - _j)
-        _g |= ((_c >> 1) & 1) << (7 - _j)
-        _b |= ((_c >> 2) & 1) << (7 - _j)
-        _c >>= 3
-    _VOC_PALETTE += [_r, _g, _b]
+
+def _voc_palette() -> np.ndarray:
+    """The PASCAL VOC colour map (bit-interleaved class ids): uint8 ``[256, 3]``."""
+    colours = np.zeros((256, 3), dtype=np.uint8)
+    for index in range(256):
+        r = g = b = 0
+        c = index
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        colours[index] = (r, g, b)
+    return colours
+
+
+#: The PASCAL VOC colour map, uint8 ``[256, 3]`` (class 0 black, 255 light gray): written label
+#: PNGs look like those of VOC and ScribbleSup. Read-only.
+VOC_PALETTE: np.ndarray = _voc_palette()
+VOC_PALETTE.setflags(write=False)
 
 
 def _open(path: Path, what: str) -> Image.Image:
@@ -163,7 +173,7 @@ def write_label(path: str | Path, label: np.ndarray, palette: bool = True) -> No
         raise ValueError(f"label values must be in 0..255, got min {array.min()} max {array.max()}")
     image = Image.fromarray(array.astype(np.uint8))
     if palette:
-        image.putpalette(_VOC_PALETTE)  # mode L -> P, values kept as palette indices
+        image.putpalette(VOC_PALETTE.ravel().tolist())  # mode L -> P, values kept as indices
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
