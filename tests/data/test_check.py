@@ -72,3 +72,21 @@ def test_volumes_report(tmp_path: Path) -> None:
     assert val.usable_for() == ["evaluation and full supervision"] and val.problems == []
     assert val.classes["mask"] == {0, 1, 2, 3}
     assert check_split_labels(root, "val", 3)[0].message.count("{3}") == 1
+
+
+def test_h5_labels_inside_the_image_file(tmp_path: Path) -> None:
+    h5py = pytest.importorskip("h5py")
+    root = tmp_path / "h5"
+    for sub in ("images", "splits"):
+        (root / sub).mkdir(parents=True)
+    with h5py.File(root / "images" / "p1.h5", "w") as handle:
+        handle["image"] = np.zeros((3, 8, 8), np.float32)
+        handle["label"] = np.ones((3, 8, 8), np.uint8)
+        handle["scribble"] = np.full((3, 8, 8), 4, np.uint8)  # WSL4MIS: K = unlabeled
+    (root / "splits" / "train.txt").write_text("p1\n")
+    (root / "classes.txt").write_text("a\nb\nc\nd\n")
+    report = check_split(root, "train")
+    assert report.files == {"scribble": 1, "mask": 1} and report.shapes == {(3, 8, 8): 1}
+    assert "holds label values {4} >= num_classes=4" in str(report.problems[0])
+    (problem,) = check_split_labels(root, "train", 4)
+    assert problem.path == root / "images" / "p1.h5" and "map it to 255" in problem.message

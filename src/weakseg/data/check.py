@@ -286,10 +286,10 @@ def check_split_labels(root: str | Path, split: str, num_classes: int) -> list[D
     if not split_file.is_file():
         raise DataError(f"split file not found: {split_file}")
     problems = []
-    for role, folder in _ROLES:
-        index = index_dir(root / folder)
+    index = {role: index_dir(root / folder) for role, folder in (("image", "images"), *_ROLES)}
+    for role, _ in _ROLES:
         for sample_id in read_split(split_file):
-            path = index.get(sample_id)
+            path = _label_file(sample_id, index, role)  # an .h5 image may hold its labels
             if path is None:
                 continue
             try:
