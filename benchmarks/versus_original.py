@@ -19,7 +19,12 @@ ratio`` is the original's loss over ours: the factor by which the original filte
 ``W`` (ours is unbiased against the exact Gaussian sum), i.e. how much harder a weight tuned for
 the original regularizes with ours.
 
+``--busy-workers 2`` keeps two DataLoader worker processes busy beside the measurement (each
+sorting arrays, one thread each), as a training run's data loading does: the cores are then
+oversubscribed, where PyTorch's thread pool is known to collapse.
+
     RLOSS_WRAPPER=/path/to/bilateralfilter python benchmarks/versus_original.py [--repeats 7]
+    RLOSS_WRAPPER=... python benchmarks/versus_original.py --busy-workers 2
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import importlib
 import os
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -106,6 +112,32 @@ def weakseg_run(backend: str) -> Run:
     return run
 
 
+class _BusyWork(torch.utils.data.Dataset):
+    """Endless CPU work for DataLoader workers: sorting 200k random numbers per item."""
+
+    def __len__(self) -> int:
+        return 1 << 30
+
+    def __getitem__(self, index: int) -> float:
+        return float(np.sort(np.random.default_rng(index).random(200_000))[0])
+
+
+def start_busy_workers(workers: int) -> threading.Event:
+    """Start ``workers`` DataLoader worker processes, kept busy by a draining thread; set the
+    returned event to stop them."""
+    loader = torch.utils.data.DataLoader(_BusyWork(), batch_size=4, num_workers=workers)
+    stop = threading.Event()
+
+    def drain() -> None:
+        for _ in loader:
+            if stop.is_set():
+                break
+
+    threading.Thread(target=drain, daemon=True).start()
+    time.sleep(2.0)  # let the workers start
+    return stop
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -119,6 +151,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cases", nargs="+", default=[f"{s}x{b}" for s, b in CASES], metavar="SIZExBATCH"
     )
+    parser.add_argument("--busy-workers", type=int, default=0, help="DataLoader workers beside")
     return parser
 
 
@@ -133,10 +166,12 @@ def main(args: argparse.Namespace) -> dict[tuple[int, int], dict[str, float]]:
     runs["numba"] = weakseg_run("numba")
     runs["torch"] = weakseg_run("torch")
     names = list(runs)
+    busy = start_busy_workers(args.busy_workers) if args.busy_workers else None
     print(
         f"dense CRF loss forward+backward, K={args.classes}, RGBXY sigma_rgb={SIGMA_RGB:g} "
         f"sigma_xy={SIGMA_XY:g}, photos, {args.threads} threads, median of {args.repeats} "
         f"interleaved rounds, ms"
+        + (f", {args.busy_workers} busy DataLoader workers" if busy else "")
     )
     if module is None:
         print("(original wrapper not given: --original DIR or RLOSS_WRAPPER)")
@@ -180,6 +215,8 @@ def main(args: argparse.Namespace) -> dict[tuple[int, int], dict[str, float]]:
                 for name in names
             )
             print(f"batch scaling {size}x{size}, B4/B1: {scaling}")
+    if busy is not None:
+        busy.set()
     return medians
 
 
