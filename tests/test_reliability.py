@@ -384,6 +384,17 @@ def _wait_until(condition, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def _stop_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and its children (what a failing test must not leave running)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(c) for c in children.read_text().split()] if children.exists() else []
+    for target in (pid, *kids):
+        try:
+            os.kill(target, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _holder_pid(run_dir: Path) -> int | None:
     try:
         words = (run_dir / ".lock").read_text().split()
@@ -428,14 +439,18 @@ def test_case03_experiment_forwards_sigterm_and_no_child_survives(tmp_path, data
         process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=_env())
         losses = out / "a" / "losses.jsonl"
         before = len(_iterations(losses)) if losses.exists() else 0
-        _wait_until(
-            lambda: (losses.exists() and len(_iterations(losses)) > before) or process.poll(),
-            180,
-            "the training step to log",
-        )
-        assert process.poll() is None, process.stderr.read()
-        child = _holder_pid(out / "a")
-        assert child is not None and child != process.pid and _alive(child)
+        try:
+            _wait_until(
+                lambda: (losses.exists() and len(_iterations(losses)) > before) or process.poll(),
+                180,
+                "the training step to log",
+            )
+            assert process.poll() is None, process.stderr.read()
+            child = _holder_pid(out / "a")
+            assert child is not None and child != process.pid and _alive(child)
+        except BaseException:
+            _stop_tree(process.pid)
+            raise
         return process, child
 
     process, child = start()
