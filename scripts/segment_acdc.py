@@ -3,10 +3,13 @@
 No training: every slice is segmented on its own from its scribbles, and the result is scored
 against the full mask. Methods (``--methods``, comma-separated, default all):
 
-- ``pce``: :func:`weakseg.segment_image` with ``weight=0``: partial cross-entropy only. The
-  unlabeled pixels then keep their initialization (each takes the class of its nearest
-  scribble with the default ``init="nearest"``).
-- ``dense_crf``, ``normalized_cut``, ``kernel_cut``, ``grid_potts``: :func:`weakseg.segment_image`
+- ``appearance_crf``: :func:`weakseg.interactive.segment_image` (the default of ``weakseg
+  segment``) at its defaults.
+- ``pce``: :func:`weakseg.interactive.logit_field_segmentation` with ``weight=0``: partial
+  cross-entropy only. The unlabeled pixels then keep their initialization (each takes the
+  class of its nearest scribble with the default ``init="nearest"``).
+- ``dense_crf``, ``normalized_cut``, ``kernel_cut``, ``grid_potts``:
+  :func:`weakseg.interactive.logit_field_segmentation`
   with that regularizer, every other argument at its default.
 - ``grabcut``: :func:`weakseg.proposals.grabcut_proposal` (one-vs-rest GrabCut, needs OpenCV).
 - ``crf_inference``: dense CRF mean field (:func:`weakseg.crf.dense_crf_inference`) from a
@@ -39,14 +42,15 @@ from torch import Tensor
 from weakseg.crf import dense_crf_inference
 from weakseg.data.io import read_image, read_label
 from weakseg.engine.metrics import confusion_matrix, dice_per_class, iou_per_class
-from weakseg.interactive import segment_image
+from weakseg.interactive import logit_field_segmentation, segment_image
 from weakseg.proposals import grabcut_proposal
 
 NUM_CLASSES = 4
 FOREGROUND = ("right_ventricle", "myocardium", "left_ventricle")
 REGULARIZERS = ("dense_crf", "normalized_cut", "kernel_cut", "grid_potts")
-METHODS = ("pce", *REGULARIZERS, "grabcut", "crf_inference")
+METHODS = ("appearance_crf", "pce", *REGULARIZERS, "grabcut", "crf_inference")
 LABELS = {
+    "appearance_crf": "weakseg segment (appearance + dense CRF, mean field)",
     "pce": "pCE only",
     "dense_crf": "pCE + dense CRF",
     "normalized_cut": "pCE + normalized cut",
@@ -102,14 +106,29 @@ def crf_inference(image: Tensor, scribbles: Tensor) -> Tensor:
     return probs[0].argmax(dim=0)
 
 
+def appearance_crf(image: Tensor, scribbles: Tensor) -> Tensor:
+    """:func:`weakseg.interactive.segment_image` at its defaults; a slice with one scribbled
+    class only (which it refuses) is given that class everywhere, as GrabCut does."""
+    present = scribbles[scribbles != 255].unique()
+    if len(present) < 2:
+        return torch.full_like(scribbles, int(present[0]) if len(present) else 0)
+    return torch.from_numpy(
+        segment_image(image.cpu().numpy(), scribbles.cpu().numpy(), num_classes=NUM_CLASSES)
+    )
+
+
 def make_methods(names: list[str]) -> dict[str, Method]:
     """The callables ``(image [1, H, W], scribbles [H, W]) -> labels [H, W]`` to compare."""
     methods: dict[str, Method] = {}
     for name in names:
-        if name == "pce":
-            methods[name] = lambda image, scribbles: segment_image(image, scribbles, weight=0.0)
+        if name == "appearance_crf":
+            methods[name] = appearance_crf
+        elif name == "pce":
+            methods[name] = lambda image, scribbles: logit_field_segmentation(
+                image, scribbles, weight=0.0
+            )
         elif name in REGULARIZERS:
-            methods[name] = lambda image, scribbles, loss=name: segment_image(
+            methods[name] = lambda image, scribbles, loss=name: logit_field_segmentation(
                 image, scribbles, loss=loss
             )
         elif name == "grabcut":

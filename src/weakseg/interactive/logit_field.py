@@ -46,6 +46,8 @@ CRF), 0.79 (grid Potts), against 0.76 for the nearest-scribble partition alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -53,16 +55,20 @@ from scipy import ndimage
 from torch import Tensor
 
 from weakseg._validation import (
+    check_choice,
     check_finite,
     check_floating,
     check_ndim,
+    check_nonnegative,
     check_not_empty,
     check_positive,
     check_tensor,
 )
-from weakseg.crf._kernels import check_choice, check_nonnegative
-from weakseg.crf._regularizers import gaussian_cut_terms, gaussian_filter_for
-from weakseg.filtering import intensity_position_features
+from weakseg.filtering import (
+    PermutohedralLattice,
+    dense_gaussian_filter,
+    intensity_position_features,
+)
 from weakseg.losses import grid_potts_loss
 
 __all__ = ["SEGMENT_INITS", "SEGMENT_LOSSES", "logit_field_segmentation", "nearest_scribble_labels"]
@@ -77,6 +83,34 @@ _TIE_LOGIT = 1e-2
 _EXACT_MAX_PIXELS = 2048
 # Default optimization size: larger images are downscaled to about this many pixels.
 _MAX_PIXELS = 65536
+
+
+def _gaussian_filter_for(features: Tensor, backend: str) -> Callable[[Tensor], Tensor]:
+    """``v -> W v`` for scaled ``features [B, D, *spatial]``; built once for all the steps."""
+    features = features.detach()
+    if backend == "lattice":
+        return PermutohedralLattice(features)
+    return lambda values: dense_gaussian_filter(values, features)
+
+
+def _gaussian_cut_terms(
+    probs: Tensor, gaussian_filter: Callable[[Tensor], Tensor]
+) -> tuple[Tensor, Tensor]:
+    r"""``(R_CRF, R_NC)``, each Tensor[B], from one filtering of ``[S, 1]`` (K + 1 channels):
+
+    .. math::
+        R_{CRF}(S) = \frac{\sum_k S_k^\top W (\mathbf 1 - S_k)}{\mathbf 1^\top W \mathbf 1},\qquad
+        R_{NC}(S) = \sum_k \frac{S_k^\top W (\mathbf 1 - S_k)}{d^\top S_k},\quad d = W\mathbf 1.
+    """
+    ones = torch.ones_like(probs[:, :1])
+    filtered = gaussian_filter(torch.cat([probs, ones], dim=1))  # (B, K + 1, *spatial)
+    w_s, degree = filtered[:, :-1], filtered[:, -1:]  # (B, K, *), (B, 1, *)
+    cut = (probs * (degree - w_s)).flatten(2).sum(dim=2)  # (B, K): S_k' W (1 - S_k)
+    assoc = (probs * degree).flatten(2).sum(dim=2)  # (B, K): d' S_k
+    total = degree.flatten(1).sum(dim=1)  # (B,): 1' W 1
+    crf = cut.sum(dim=1) / total.clamp_min(torch.finfo(total.dtype).tiny)
+    nc = (cut / assoc.clamp_min(torch.finfo(assoc.dtype).eps)).sum(dim=1)
+    return crf, nc
 
 
 def nearest_scribble_labels(scribbles: Tensor, ignore_index: int = 255) -> Tensor:
@@ -224,7 +258,7 @@ def logit_field_segmentation(
         features = intensity_position_features(small_image, sigma_rgb, effective)  # (1, D, h, w)
         if backend == "auto":
             backend = "exact" if size[0] * size[1] <= _EXACT_MAX_PIXELS else "lattice"
-        gaussian_filter = gaussian_filter_for(features, backend)  # built once for all steps
+        gaussian_filter = _gaussian_filter_for(features, backend)  # built once for all steps
 
     small_labeled = small_scribbles != ignore_index  # (1, h, w)
     targets = torch.where(small_labeled, small_scribbles, torch.zeros_like(small_scribbles))
@@ -250,7 +284,7 @@ def logit_field_segmentation(
             if gaussian_filter is None:
                 reg = grid_potts_loss(small_image, probs, sigma_rgb=sigma_rgb, connectivity=8)
             else:
-                crf, nc = gaussian_cut_terms(probs, gaussian_filter)
+                crf, nc = _gaussian_cut_terms(probs, gaussian_filter)
                 if loss == "dense_crf":
                     reg = crf.sum()
                 elif loss == "normalized_cut":

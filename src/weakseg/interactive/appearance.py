@@ -1,0 +1,101 @@
+r"""Per-class colour / intensity models: smoothed histograms (Parzen densities on a grid).
+
+Class :math:`k`'s model is the density of the intensities of the pixels given to it, weighted
+by :math:`w_{kp}` (the scribbles, or the soft segmentation of an outer iteration):
+
+.. math::
+    p_k(I) \propto \epsilon + \sum_p w_{kp}\, (G_\sigma * \delta_{b(I_p)})(b(I)),
+
+with :math:`b(\cdot)` the bin of an intensity on a regular grid over 0-255 and
+:math:`G_\sigma` a Gaussian over the bins, normalized to sum 1 over the bins. This is the
+non-parametric data term of the kernel-cut papers (a Parzen density) rather than GrabCut's
+5-component GMM: fitting is one weighted bincount and a separable blur, evaluation one lookup
+per pixel, whatever the number of classes, and it is multimodal by nature. Any number of
+channels: 64 bins per channel up to 3 channels, fewer beyond (at most 2^18 bins in all).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["HistogramModels", "bins_per_channel"]
+
+_MAX_BINS = 1 << 18
+# Pseudo-count spread over all bins: a colour never seen in a class keeps a finite cost.
+_FLOOR = 1e-3
+
+
+def bins_per_channel(channels: int) -> int:
+    """Histogram bins along each of ``channels`` intensity axes (64 for up to 3, fewer beyond)."""
+    return max(2, min(64, round(_MAX_BINS ** (1.0 / channels))))
+
+
+def _blur_axis(hist: np.ndarray, axis: int, kernel: np.ndarray) -> np.ndarray:
+    """Convolve ``hist`` along ``axis`` with the odd ``kernel`` (zero padding)."""
+    radius = len(kernel) // 2
+    padded = np.pad(hist, [(radius, radius) if a == axis else (0, 0) for a in range(hist.ndim)])
+    out = np.zeros_like(hist)
+    length = hist.shape[axis]
+    for i, weight in enumerate(kernel):
+        out += weight * np.take(padded, np.arange(i, i + length), axis=axis)
+    return out
+
+
+class HistogramModels:
+    """One smoothed intensity histogram per class over a shared bin grid.
+
+    Args:
+        image: float ``[C, N]`` intensities in 0-255 (values outside are clipped).
+        sigma: smoothing of the histograms, in intensity units (converted to bins).
+
+    The bin of every pixel is computed once; :meth:`fit` and :meth:`log_likelihood` reuse it.
+
+    Example:
+        >>> image = np.array([[10.0, 12.0, 200.0, 210.0]])
+        >>> models = HistogramModels(image)
+        >>> weights = np.array([[1.0, 1, 0, 0], [0, 0, 1, 1]])
+        >>> log_p = models.fit(weights).log_likelihood()
+        >>> (log_p.argmax(axis=0) == [0, 0, 1, 1]).all()
+        np.True_
+    """
+
+    def __init__(self, image: np.ndarray, *, sigma: float = 6.0, bins: int | None = None) -> None:
+        channels = image.shape[0]
+        self.bins = bins_per_channel(channels) if bins is None else bins
+        self.channels = channels
+        width = 256.0 / self.bins
+        index = np.clip((image / width).astype(np.int64), 0, self.bins - 1)  # (C, N)
+        flat = np.zeros(image.shape[1], np.int64)
+        for c in range(channels):
+            flat = flat * self.bins + index[c]
+        self.pixel_bins = flat  # (N,) flat bin of every pixel
+        sigma_bins = max(sigma / width, 1e-3)
+        radius = max(1, math.ceil(2.5 * sigma_bins))
+        offsets = np.arange(-radius, radius + 1)
+        kernel = np.exp(-0.5 * (offsets / sigma_bins) ** 2)
+        self.kernel = kernel / kernel.sum()
+        self.log_density: np.ndarray | None = None  # (K, bins**C) once fitted
+
+    def fit(self, weights: np.ndarray) -> HistogramModels:
+        """Fit every class's histogram to the pixel weights ``[K, N]`` (>= 0); returns self."""
+        size = self.bins**self.channels
+        grid = (self.bins,) * self.channels
+        densities = np.empty((weights.shape[0], size))
+        for k, weight in enumerate(weights):
+            hist = np.bincount(self.pixel_bins, weights=weight, minlength=size).reshape(grid)
+            for axis in range(self.channels):
+                hist = _blur_axis(hist, axis, self.kernel)
+            hist = hist.reshape(-1)
+            total = hist.sum()
+            hist = hist / total if total > 0 else np.full(size, 1.0 / size)
+            densities[k] = hist + _FLOOR / size
+        self.log_density = np.log(densities / densities.sum(axis=1, keepdims=True))
+        return self
+
+    def log_likelihood(self) -> np.ndarray:
+        """``log p_k(I_p)`` for every class and pixel: float32 ``[K, N]``."""
+        if self.log_density is None:
+            raise RuntimeError("HistogramModels.fit must be called first")
+        return self.log_density[:, self.pixel_bins].astype(np.float32)
