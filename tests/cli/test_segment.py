@@ -147,7 +147,6 @@ def test_segment_refuses_output_equal_to_an_input(tmp_path, capsys):
     assert (tmp_path / "image.png").read_bytes() == before
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
 def test_segment_checks_output_before_any_work(tmp_path, capsys, monkeypatch):
     image_path, scribble_path = _write(tmp_path, *_two_halves())
     import weakseg.interactive.appearance_crf as module
@@ -159,8 +158,81 @@ def test_segment_checks_output_before_any_work(tmp_path, capsys, monkeypatch):
     argv = ["segment", image_path, "--scribbles", scribble_path, "-o"]
     (tmp_path / "dir.png").mkdir()
     assert "is a directory" in _error(capsys, [*argv, str(tmp_path / "dir.png")])
-    assert "cannot be written" in _error(capsys, [*argv, "/proc/mask.png"])
+    (tmp_path / "file").write_text("")  # a file where the output's folder should be
+    err = _error(capsys, [*argv, str(tmp_path / "file" / "mask.png")])
+    assert "cannot be written" in err and "file/mask.png" in err
     assert "must end in .png" in _error(capsys, [*argv, str(tmp_path / "mask.jpg")])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_segment_reports_unwritable_output_folder(tmp_path, capsys):
+    image_path, scribble_path = _write(tmp_path, *_two_halves())
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        err = _error(
+            capsys,
+            ["segment", image_path, "--scribbles", scribble_path, "-o", str(locked / "m.png")],
+        )
+    finally:
+        locked.chmod(0o700)
+    assert "cannot be written" in err and "locked is not writable" in err
+
+
+@pytest.mark.parametrize(
+    ("previous", "match"),
+    [
+        (np.zeros((10, 24), np.uint8), ["size mismatch", "24x16", "24x10", "previous.png"]),
+        (np.full((16, 24), 4, np.uint8), ["previous.png", "class id 4", "num_classes=2"]),
+    ],
+)
+def test_segment_reports_bad_previous_mask(tmp_path, capsys, previous, match):
+    image_path, scribble_path = _write(tmp_path, *_two_halves())
+    Image.fromarray(previous).save(tmp_path / "previous.png")
+    out = tmp_path / "mask.png"
+    argv = ["segment", image_path, "--scribbles", scribble_path, "-o", str(out)]
+    err = _error(capsys, [*argv, "--previous", str(tmp_path / "previous.png")])
+    assert all(part in err for part in match), err
+    assert not out.exists()
+
+
+def _nifti(path, array, spacing=(1.5, 1.5, 4.0)):
+    nibabel = pytest.importorskip("nibabel")
+    nibabel.save(nibabel.Nifti1Image(array, np.diag([*spacing, 1.0])), str(path))
+
+
+def test_segment_volume_through_the_command(tmp_path, capsys):
+    """A NIfTI volume (x, y, z) = (24, 20, 5), two halves along x, one stroke per class on
+    the middle slice only: the mask is written as NIfTI with the input's affine and every
+    slice is segmented (the strokes reach the other slices through 3D)."""
+    nibabel = pytest.importorskip("nibabel")
+    rng = np.random.default_rng(0)
+    image = np.where(np.arange(24)[:, None, None] < 12, 40.0, 160.0) + rng.normal(0, 5, (24, 20, 5))
+    scribbles = np.full((24, 20, 5), 255, np.uint8)
+    scribbles[3, 4:16, 2], scribbles[20, 4:16, 2] = 0, 1
+    _nifti(tmp_path / "image.nii.gz", image.astype(np.float32))
+    _nifti(tmp_path / "scribbles.nii.gz", scribbles)
+    out = tmp_path / "mask.nii.gz"
+    argv = ["segment", str(tmp_path / "image.nii.gz"), "--scribbles"]
+    assert main([*argv, str(tmp_path / "scribbles.nii.gz"), "-o", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    written = nibabel.load(str(out))
+    mask = np.asarray(written.dataobj)
+    assert mask.shape == (24, 20, 5)
+    np.testing.assert_allclose(written.affine, np.diag([1.5, 1.5, 4.0, 1.0]))
+    truth = np.broadcast_to(np.arange(24)[:, None, None] >= 12, mask.shape)
+    assert (mask == truth).mean() > 0.98
+
+
+def test_segment_volume_reports_mismatched_scribbles(tmp_path, capsys):
+    _nifti(tmp_path / "image.nii.gz", np.zeros((24, 20, 5), np.float32))
+    _nifti(tmp_path / "scribbles.nii.gz", np.full((24, 20, 4), 255, np.uint8))
+    out = tmp_path / "mask.nii.gz"
+    argv = ["segment", str(tmp_path / "image.nii.gz"), "--scribbles"]
+    err = _error(capsys, [*argv, str(tmp_path / "scribbles.nii.gz"), "-o", str(out)])
+    assert "size mismatch" in err and "scribbles.nii.gz" in err
+    assert not out.exists()
 
 
 def test_segment_command_does_not_import_torch(tmp_path):
