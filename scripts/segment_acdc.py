@@ -11,7 +11,11 @@ against the full mask. Methods (``--methods``, comma-separated, default all):
 - ``dense_crf``, ``normalized_cut``, ``kernel_cut``, ``grid_potts``:
   :func:`weakseg.interactive.logit_field_segmentation`
   with that regularizer, every other argument at its default.
-- ``grabcut``: :func:`weakseg.proposals.grabcut_proposal` (one-vs-rest GrabCut, needs OpenCV).
+- ``grabcut``: :func:`weakseg.proposals.grabcut_proposal` (one-vs-rest GrabCut, needs OpenCV;
+  unlabeled pixels probable foreground of the class of their nearest scribble).
+- ``grabcut_pr_bgd``: ``cv2.grabCut`` in mask mode, 5 iterations, one class against the rest,
+  every unlabeled pixel probable background (``scripts/segment_photos.py``'s seeding, the
+  stronger one on the photos), the gray slice repeated to 3 channels.
 - ``crf_inference``: dense CRF mean field (:func:`weakseg.crf.dense_crf_inference`) from a
   unary that is confident (probability ``0.9``) in the scribbled class and uniform elsewhere,
   with the scribbles clamped, ``n_iter`` and kernel parameters as set below.
@@ -48,7 +52,7 @@ from weakseg.proposals import grabcut_proposal
 NUM_CLASSES = 4
 FOREGROUND = ("right_ventricle", "myocardium", "left_ventricle")
 REGULARIZERS = ("dense_crf", "normalized_cut", "kernel_cut", "grid_potts")
-METHODS = ("appearance_crf", "pce", *REGULARIZERS, "grabcut", "crf_inference")
+METHODS = ("appearance_crf", "pce", *REGULARIZERS, "grabcut", "grabcut_pr_bgd", "crf_inference")
 LABELS = {
     "appearance_crf": "weakseg segment (appearance + dense CRF, mean field)",
     "pce": "pCE only",
@@ -57,6 +61,7 @@ LABELS = {
     "kernel_cut": "pCE + kernel cut",
     "grid_potts": "pCE + grid Potts",
     "grabcut": "GrabCut proposals",
+    "grabcut_pr_bgd": "grabCut (PR_BGD)",
     "crf_inference": "dense CRF inference (scribble-seeded)",
 }
 # Mean field seeded by the scribbles: probability of the scribbled class at labeled pixels.
@@ -92,6 +97,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, default=None, help="write all scores as JSON")
     parser.add_argument("--device", default="cpu", help="torch device for segment / mean field")
     return parser
+
+
+def grabcut_pr_bgd(image: Tensor, scribbles: Tensor) -> Tensor:
+    """``cv2.grabCut`` one-vs-rest, mask mode, 5 iterations, unlabeled = probable background
+    (``scripts/segment_photos.py``'s seeding) on the gray slice repeated to 3 channels."""
+    from segment_photos import grabcut_pr_bgd as grabcut
+
+    rgb = image.cpu().numpy().repeat(3 // image.shape[0], axis=0)
+    labels = grabcut(rgb, scribbles.cpu().numpy(), NUM_CLASSES)
+    return torch.from_numpy(labels).long()
 
 
 def crf_inference(image: Tensor, scribbles: Tensor) -> Tensor:
@@ -135,6 +150,8 @@ def make_methods(names: list[str]) -> dict[str, Method]:
             methods[name] = lambda image, scribbles: torch.from_numpy(
                 grabcut_proposal(image.cpu(), scribbles.cpu(), num_classes=NUM_CLASSES)
             ).long()
+        elif name == "grabcut_pr_bgd":
+            methods[name] = grabcut_pr_bgd
         elif name == "crf_inference":
             methods[name] = crf_inference
         else:

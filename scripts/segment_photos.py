@@ -124,6 +124,8 @@ def grabcut_pr_bgd(image: np.ndarray, scribbles: np.ndarray, num_classes: int) -
     bgr = np.ascontiguousarray(image.transpose(1, 2, 0)[..., ::-1]).astype(np.uint8)
     claims = np.zeros((num_classes, *scribbles.shape), bool)
     for k in range(num_classes):
+        if not (scribbles == k).any():
+            continue  # no class-k stroke (e.g. an ACDC slice without one): it claims nothing
         mask = np.full(scribbles.shape, cv2.GC_PR_BGD, np.uint8)
         mask[(scribbles != 255) & (scribbles != k)] = cv2.GC_BGD
         mask[scribbles == k] = cv2.GC_FGD

@@ -366,6 +366,67 @@ def test_case11_small_image_at_a_small_scale_is_named(tmp_path, capsys) -> None:
     assert f"image {tiny} is 1x1 px: at scale 0.5 it would have no pixel" in _error_line(capsys)
 
 
+# 12 ------------------------------------------------------------------------------------------
+def _quick_demo(out: Path, omp_threads: str) -> dict:
+    """``weakseg demo --quick --threads 2`` in a fresh process whose environment asks for
+    ``omp_threads`` threads; its results.json."""
+    env = {**_env(), "OMP_NUM_THREADS": omp_threads, "MKL_NUM_THREADS": omp_threads}
+    argv = ["demo", "--quick", "--threads", "2", "--device", "cpu", "--no-progress"]
+    code = "import sys; from weakseg.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads((out / "results.json").read_text())
+
+
+def test_case12_demo_numbers_depend_on_threads_not_on_the_environment(tmp_path) -> None:
+    one, three = _quick_demo(tmp_path / "a", "1"), _quick_demo(tmp_path / "b", "3")
+    keys = ("miou", "iou", "pixel_accuracy", "boundary_error", "elsewhere_error")
+    numbers = [[[r[k] for k in keys] for r in report["runs"]] for report in (one, three)]
+    assert numbers[0] == numbers[1]  # bit-identical floats, not approximately equal
+    assert one["threads"] == three["threads"] == 2
+    for run in one["runs"]:  # and the same weights
+        first = load_checkpoint(tmp_path / "a" / run["name"] / "checkpoint.pth")
+        second = load_checkpoint(tmp_path / "b" / run["name"] / "checkpoint.pth")
+        assert first["args"]["threads"] == 2
+        assert first["model"].keys() == second["model"].keys()
+        assert all(torch.equal(v, second["model"][k]) for k, v in first["model"].items())
+
+
+def test_case12_threads_of_a_training_config_are_applied(tmp_path, data_root) -> None:
+    import numba
+
+    run, dense_crf = tmp_path / "run", "losses={dense_crf: {weight: 1.0e-9}}"
+    assert torch.get_num_threads() == 1
+    assert main(_settings(data_root, run, "threads=2", dense_crf)) == 0
+    assert torch.get_num_threads() == 2  # the fixture restores the test's count
+    assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)  # the lattice's
+    assert load_checkpoint(run / "checkpoint.pth")["args"]["threads"] == 2
+    # applied on resume too (the saved state resumes exactly), so a resume may change it
+    argv = _settings(data_root, run, "threads=1", "max_iterations=3", dense_crf)
+    assert main([*argv, "--resume", "auto"]) == 0
+    assert torch.get_num_threads() == 1
+    checkpoint = load_checkpoint(run / "checkpoint.pth")
+    assert checkpoint["iteration"] == 3 and checkpoint["args"]["threads"] == 1
+
+
+def test_case12_bad_thread_counts_are_refused(tmp_path, data_root, capsys) -> None:
+    assert main(_settings(data_root, tmp_path / "run", "threads=0")) == 2
+    assert "threads must be >= 1, got 0" in _error_line(capsys)
+    assert main(["demo", "--quick", "--threads", "0", "--out", str(tmp_path / "d")]) == 2
+    line = _error_line(capsys)
+    assert (
+        line
+        == "error: --threads must be >= 1, got 0; the README's numbers are those of --threads 2"
+    )
+    assert not (tmp_path / "d").exists()
+
+
 # 3 (experiment) ------------------------------------------------------------------------------
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, exited but not yet reaped by its new parent, does not)."""

@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     if args.method == "appearance_crf":
-        from weakseg.interactive._startup import import_numba_without_blas_probe
+        from weakseg.cli._numba_startup import import_numba_without_blas_probe
         from weakseg.interactive.appearance_crf import segment_image
 
         import_numba_without_blas_probe()  # ~0.7 s less numba first-call cost (no SciPy)

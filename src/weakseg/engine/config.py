@@ -422,6 +422,10 @@ class RunSettings:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     deterministic: bool = False
+    # CPU threads of PyTorch and the numba lattice (torch.set_num_threads before seeding); None:
+    # PyTorch's default (the cores, or OMP_NUM_THREADS). The weights depend on it (per-thread
+    # partial sums): fix it, with deterministic, for bit-identical runs on one machine.
+    threads: int | None = None
     output_dir: str = "runs/train"
     resume: str | None = None  # PATH, or "auto" = output_dir/checkpoint.pth when it exists
     checkpoint_every: int = 500  # iterations
@@ -434,7 +438,7 @@ class RunSettings:
 
     def check_run(self, source: str) -> None:
         """Ranges of the run settings."""
-        keys = ("checkpoint_every", "eval_every", "val_batch_size", "log_every")
+        keys = ("checkpoint_every", "eval_every", "val_batch_size", "log_every", "threads")
         _at_least(self, keys, 1, source)
         _choice("best_metric", self.best_metric, BEST_METRICS, source)
 

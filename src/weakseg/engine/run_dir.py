@@ -83,6 +83,7 @@ RESUME_MAY_CHANGE: frozenset[str] = frozenset(
         "output_dir",
         "data_root",
         "device",
+        "threads",  # applied on resume (build sets it); later numbers follow the new count
         "num_workers",
         "progress",
         "tensorboard",

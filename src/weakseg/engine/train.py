@@ -440,6 +440,8 @@ def build(config: TrainConfig, datasets: tuple[Any, Any, list[str], int] | None 
     """
     processes = Processes.from_environment()
     device = resolve_device(config.device, processes.local_rank, option="device")
+    if config.threads is not None:  # the numba lattice follows torch's count
+        torch.set_num_threads(config.threads)
     _seed_everything(config.seed, config.deterministic)
     objective = config.objective()
     train_set, val_set, class_names, in_channels = datasets or build_datasets(config)

@@ -19,6 +19,14 @@ Each run is ``weakseg train``'s own: :func:`weakseg.engine.train.build` then
 :func:`~weakseg.engine.train.fit`, with one hook (the shared progress bar) instead of its
 per-epoch checkpoints and validation, so that the four runs share one progress bar and the data
 is generated once; the checkpoint at the end is :func:`~weakseg.engine.train.save`'s.
+
+Reproducibility: the numbers are bit-identical run to run on one machine for one seed and one
+thread count, whatever the environment (``OMP_NUM_THREADS``, an earlier
+``torch.set_num_threads``): :func:`run_demo` sets ``threads`` (PyTorch's, which the numba lattice
+follows) for its duration and restores the caller's afterwards. Another thread count changes them
+(convolution backward passes and the lattice splat sum per-thread partial results), and so do
+another CPU instruction set and other torch / numba versions. The README's figures are those of
+:data:`DEFAULT_THREADS` threads.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from weakseg.engine.config import TrainConfig
 from weakseg.engine.loaders import build_datasets, build_val_loader
 from weakseg.engine.metrics import ConfusionMatrix, boundary_band
 from weakseg.engine.train import Hook, Run, build, fit, save
+from weakseg.errors import ConfigError
 from weakseg.recipes.demo_runs import AFFINITY, DEMO_RUNS, DemoRun, DemoSettings
 from weakseg.viz.gradients import (
     gradient_regularizers,
@@ -66,6 +75,7 @@ from weakseg.viz.render import (
 )
 
 __all__ = [
+    "DEFAULT_THREADS",
     "DEMO_RUNS",
     "DemoRun",
     "DemoSettings",
@@ -79,10 +89,19 @@ __all__ = [
     "train_run",
 ]
 
+#: The demo's CPU threads unless told otherwise (the README's numbers are those of 2 threads).
+DEFAULT_THREADS = 2
 
-def demo_config(run: DemoRun, settings: DemoSettings, output_dir: str | Path) -> TrainConfig:
+
+def demo_config(
+    run: DemoRun,
+    settings: DemoSettings,
+    output_dir: str | Path,
+    threads: int | None = DEFAULT_THREADS,
+) -> TrainConfig:
     """The :class:`TrainConfig` of ``run`` (saved as each checkpoint's ``args``): the recipe that
-    ``weakseg train`` would follow, with validation and checkpoints only at the end."""
+    ``weakseg train`` would follow, with validation and checkpoints only at the end, on
+    ``threads`` CPU threads (``None``: PyTorch's current count)."""
     return TrainConfig.from_dict(
         {
             "dataset": "synthetic",
@@ -102,6 +121,7 @@ def demo_config(run: DemoRun, settings: DemoSettings, output_dir: str | Path) ->
             "num_workers": 0,  # the synthetic samples are cached in this process
             "device": settings.device,
             "seed": settings.seed,
+            "threads": threads,
             "output_dir": str(Path(output_dir) / run.name),
             "val_batch_size": 16,
             "progress": False,
@@ -211,7 +231,11 @@ def _fmt(value: float | None) -> str:
 
 
 def _markdown(
-    results: Sequence[dict[str, Any]], settings: DemoSettings, command: str, wall: float
+    results: Sequence[dict[str, Any]],
+    settings: DemoSettings,
+    command: str,
+    wall: float,
+    threads: int,
 ) -> str:
     width = settings.band_width
     lines = [
@@ -220,7 +244,7 @@ def _markdown(
         f"`{command}` (weakseg {__version__}): U-Net trained {settings.epochs} epochs on "
         f"{settings.train_images} generated {settings.image_size}x{settings.image_size} images, "
         f"evaluated on {settings.val_images} others; seed {settings.seed}; "
-        f"{torch.get_num_threads()} threads; {wall:.0f} s in all.",
+        f"{threads} CPU threads; {wall:.0f} s in all.",
         "",
         f"| run | val mIoU | error rate within {width} px of a boundary | error rate elsewhere "
         "| losses |",
@@ -350,6 +374,7 @@ def run_demo(
     *,
     progress: bool = True,
     command: str = "weakseg demo",
+    threads: int = DEFAULT_THREADS,
 ) -> dict[str, Any]:
     """Train and evaluate the demo's runs; write the results, checkpoints and figure.
 
@@ -359,17 +384,37 @@ def run_demo(
         settings: sizes and schedule (default :class:`DemoSettings`).
         progress: show one progress bar over all the runs' steps (stderr).
         command: the command line recorded in ``results.md``.
+        threads: CPU threads of PyTorch and the numba lattice during the demo (the caller's
+            count is restored afterwards); the numbers depend on it.
 
     Returns:
         The content of ``results.json``: ``settings``, ``runs`` (one dict of metrics per run),
-        ``wall_seconds``, ``figure``.
+        ``wall_seconds``, ``threads``, ``figure``, ``version``.
+
+    Raises:
+        ConfigError: ``threads`` below 1.
     """
-    settings = settings or DemoSettings()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(
+            f"threads must be an integer >= 1, got {threads!r}",
+            hint=f"the README's numbers are those of {DEFAULT_THREADS}",
+        )
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run_demo(Path(output_dir), settings or DemoSettings(), progress, command, threads)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_demo(
+    output_dir: Path, settings: DemoSettings, progress: bool, command: str, threads: int
+) -> dict[str, Any]:
+    """:func:`run_demo` on ``threads`` threads (already set)."""
     runs = DEMO_RUNS
-    output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    configs = {run.name: demo_config(run, settings, output_dir) for run in runs}
+    configs = {run.name: demo_config(run, settings, output_dir, threads) for run in runs}
     datasets: dict[str, tuple[Dataset, Dataset, list[str], int]] = {}
     for run in runs:  # one data set per kind of supervision: generated once, shared
         if run.supervision not in datasets:
@@ -429,12 +474,12 @@ def run_demo(
         "settings": dataclasses.asdict(settings),
         "runs": results,
         "wall_seconds": wall,
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "figure": figure_path.name,
         "version": __version__,
     }
     (output_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    (output_dir / "results.md").write_text(_markdown(results, settings, command, wall))
+    (output_dir / "results.md").write_text(_markdown(results, settings, command, wall, threads))
     return report
 
 

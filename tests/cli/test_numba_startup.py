@@ -5,7 +5,7 @@ import sys
 def test_numba_first_call_skips_the_scipy_blas_probe():
     code = (
         "import sys\n"
-        "from weakseg.interactive._startup import import_numba_without_blas_probe as f\n"
+        "from weakseg.cli._numba_startup import import_numba_without_blas_probe as f\n"
         "first, second = f(), f()\n"
         "from numba import njit\n"
         "print(first, second, njit(lambda x: x + 1)(1), 'scipy.linalg' in sys.modules)\n"
@@ -17,7 +17,7 @@ def test_numba_first_call_skips_the_scipy_blas_probe():
 def test_numba_probe_not_hidden_once_scipy_blas_is_loaded():
     code = (
         "import scipy.linalg.cython_blas\n"
-        "from weakseg.interactive._startup import import_numba_without_blas_probe as f\n"
+        "from weakseg.cli._numba_startup import import_numba_without_blas_probe as f\n"
         "import numba.np.arraymath as m\n"
         "print(f(), m._HAVE_BLAS)\n"
     )
