@@ -81,7 +81,7 @@ def test_proposal_modes_and_their_errors() -> None:
 
     config = load_config(None, ["losses={densecrf_adm: {sigma_xy: '2e1', n_iter: 3}}"])
     module = build_regularizers(config.losses)["densecrf_adm"]
-    assert isinstance(module, DenseCRFADMLoss) and module.kwargs["sigma_xy"] == 20.0
+    assert isinstance(module, DenseCRFADMLoss) and module.sigma_xy == 20.0
     compat = [[0, 1], [1, 0]]
     module = build_regularizers({"densecrf_adm": {"compat": compat}})["densecrf_adm"]
     assert module.compat.tolist() == compat  # a YAML list becomes the K x K tensor

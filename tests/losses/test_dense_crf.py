@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from weakseg.filtering import PermutohedralLattice, intensity_position_features
 from weakseg.losses import DenseCRFLoss, dense_crf_loss
-from weakseg.losses import dense_crf as dense_crf_module
+from weakseg.losses import affinity as affinity_module
 
 from ._reference import (
     DEVICES,
@@ -120,7 +120,7 @@ def test_module_equals_function():
 
 def test_one_filtering_for_forward_and_backward(monkeypatch):
     calls = {"build": 0, "apply": 0}
-    build = dense_crf_module.gaussian_affinity
+    build = affinity_module.gaussian_affinity  # the dense losses build through it
 
     def counting_build(*args, **kwargs):
         calls["build"] += 1
@@ -132,7 +132,7 @@ def test_one_filtering_for_forward_and_backward(monkeypatch):
 
         return apply
 
-    monkeypatch.setattr(dense_crf_module, "gaussian_affinity", counting_build)
+    monkeypatch.setattr(affinity_module, "gaussian_affinity", counting_build)
     probs = softmax_probs(1, 3, 4, 4).requires_grad_()
     dense_crf_loss(random_images(1, 3, 4, 4), probs, backend="exact").backward()
     assert calls == {"build": 1, "apply": 1}

@@ -3,6 +3,7 @@ import torch
 
 from weakseg.filtering import PermutohedralLattice, intensity_position_features
 from weakseg.losses import KernelCutLoss, dense_crf_loss, kernel_cut_loss, normalized_cut_loss
+from weakseg.losses import affinity as affinity_module
 from weakseg.losses import kernel_cut as kernel_cut_module
 
 from ._reference import (
@@ -93,6 +94,8 @@ def test_one_affinity_when_bandwidths_coincide(monkeypatch, bandwidths, builds):
 
         return apply
 
+    # the CRF affinity is built through losses.affinity, a distinct NC one in kernel_cut
+    monkeypatch.setattr(affinity_module, "gaussian_affinity", counting_build)
     monkeypatch.setattr(kernel_cut_module, "gaussian_affinity", counting_build)
     probs = softmax_probs(1, 3, 4, 4).requires_grad_()
     kernel_cut_loss(random_images(1, 3, 4, 4), probs, backend="exact", **bandwidths).backward()

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from weakseg.filtering import PermutohedralLattice, intensity_position_features
 from weakseg.losses import NormalizedCutLoss, normalized_cut_loss
-from weakseg.losses import normalized_cut as normalized_cut_module
+from weakseg.losses import affinity as affinity_module
 
 from ._reference import (
     DEVICES,
@@ -106,13 +106,13 @@ def test_module_equals_function():
 
 def test_one_filtering_for_forward_and_backward(monkeypatch):
     calls = []
-    build = normalized_cut_module.gaussian_affinity
+    build = affinity_module.gaussian_affinity  # the dense losses build through it
 
     def counting_build(*args, **kwargs):
         operator = build(*args, **kwargs)
         return lambda values: calls.append(values.shape[1]) or operator(values)
 
-    monkeypatch.setattr(normalized_cut_module, "gaussian_affinity", counting_build)
+    monkeypatch.setattr(affinity_module, "gaussian_affinity", counting_build)
     probs = softmax_probs(1, 3, 4, 4).requires_grad_()
     normalized_cut_loss(random_images(1, 3, 4, 4), probs, backend="exact").backward()
     assert calls == [3 + 1]  # K classes and the degree, once

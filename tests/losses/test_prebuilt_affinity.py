@@ -8,7 +8,7 @@ import contextlib
 import pytest
 import torch
 
-import weakseg.losses.dense_crf as dense_crf_module
+import weakseg.losses.affinity as affinity_module
 from weakseg.losses import (
     GaussianAffinity,
     dense_crf_loss,
@@ -67,7 +67,7 @@ def test_a_prebuilt_affinity_is_not_rebuilt(monkeypatch) -> None:
     images = random_images(1, 3, 8, 8)
     affinity = GaussianAffinity(images, **SIGMAS, backend="exact", dtype=torch.float64)
     builds = []
-    monkeypatch.setattr(dense_crf_module, "gaussian_affinity", lambda *a: builds.append(a))
+    monkeypatch.setattr(affinity_module, "gaussian_affinity", lambda *a: builds.append(a))
     for _ in range(3):
         dense_crf_loss(images, softmax_probs(1, 2, 8, 8), affinity=affinity).item()
     assert builds == []

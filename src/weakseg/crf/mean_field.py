@@ -488,6 +488,9 @@ class DenseCRF(nn.Module):
     """Fully connected CRF post-processing: stores the parameters of
     :func:`dense_crf_inference` and applies it in ``forward(logits, images)``.
 
+    Attributes:
+        kernels: the checked :class:`~weakseg.crf.KernelParams` (the five kernel numbers).
+
     Example:
         >>> crf = DenseCRF(n_iter=10, backend="exact")
         >>> q = crf(torch.randn(2, 4, 12, 12), torch.rand(2, 1, 12, 12) * 255)
@@ -512,15 +515,10 @@ class DenseCRF(nn.Module):
     ) -> None:
         super().__init__()
         check_n_iter(n_iter)
-        check_kernel_parameters(
+        self.kernels = check_kernel_parameters(
             w_bilateral, theta_alpha, theta_beta, w_gaussian, theta_gamma, normalization, backend
         )
         self.n_iter = n_iter
-        self.w_bilateral = float(w_bilateral)
-        self.theta_alpha = float(theta_alpha)
-        self.theta_beta = float(theta_beta)
-        self.w_gaussian = float(w_gaussian)
-        self.theta_gamma = float(theta_gamma)
         self.normalization = normalization
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
         self.backend = backend
@@ -540,11 +538,7 @@ class DenseCRF(nn.Module):
             logits,
             images,
             n_iter=self.n_iter,
-            w_bilateral=self.w_bilateral,
-            theta_alpha=self.theta_alpha,
-            theta_beta=self.theta_beta,
-            w_gaussian=self.w_gaussian,
-            theta_gamma=self.theta_gamma,
+            **self.kernels._asdict(),
             compat=self.compat,
             normalization=self.normalization,
             spacing=self.spacing,
@@ -556,10 +550,9 @@ class DenseCRF(nn.Module):
 
     def extra_repr(self) -> str:
         compat = "potts" if self.compat is None else f"matrix{tuple(self.compat.shape)}"
+        kernels = ", ".join(f"{k}={v}" for k, v in self.kernels._asdict().items())
         return (
-            f"n_iter={self.n_iter}, w_bilateral={self.w_bilateral}, "
-            f"theta_alpha={self.theta_alpha}, theta_beta={self.theta_beta}, "
-            f"w_gaussian={self.w_gaussian}, theta_gamma={self.theta_gamma}, compat={compat}, "
+            f"n_iter={self.n_iter}, {kernels}, compat={compat}, "
             f"normalization={self.normalization!r}, backend={self.backend!r}"
             + (", line_search=True" if self.line_search else "")
             + ("" if self.spacing is None else f", spacing={self.spacing}")

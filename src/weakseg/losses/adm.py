@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from weakseg._validation import (
     check_labels,
@@ -30,6 +30,8 @@ from weakseg._validation import (
     check_valid_mask,
 )
 from weakseg.crf import dense_crf_inference
+from weakseg.crf.kernel_params import NORMALIZATIONS as CRF_NORMALIZATIONS
+from weakseg.losses._module import LossModule, choice, own_checks
 from weakseg.losses.dense_crf import dense_crf_loss
 
 __all__ = ["ADMLossOutput", "DenseCRFADMLoss", "densecrf_adm_loss"]
@@ -148,46 +150,16 @@ def densecrf_adm_loss(
     return ADMLossOutput(pce + pce_u, proposals, crf_value)
 
 
-class DenseCRFADMLoss(nn.Module):
-    """Module form of :func:`densecrf_adm_loss`; stores its hyper-parameters.
+class DenseCRFADMLoss(LossModule):
+    """Module form of :func:`densecrf_adm_loss`; stores its hyper-parameters (``compat`` as a
+    buffer).
 
     ``forward(logits, images, scribbles, valid_mask=None) -> ADMLossOutput``.
     """
 
-    def __init__(
-        self,
-        *,
-        n_iter: int = 5,
-        w_bilateral: float = 4.0,
-        theta_alpha: float = 49.0,
-        theta_beta: float = 5.0,
-        w_gaussian: float = 3.0,
-        theta_gamma: float = 3.0,
-        compat: Tensor | None = None,
-        normalization: str = "symmetric",
-        sigma_rgb: float = 15.0,
-        sigma_xy: float = 100.0,
-        ignore_index: int = 255,
-        spacing: Sequence[float] | None = None,
-        backend: str = "lattice",
-    ) -> None:
-        super().__init__()
-        self.kwargs = {
-            "n_iter": n_iter,
-            "w_bilateral": w_bilateral,
-            "theta_alpha": theta_alpha,
-            "theta_beta": theta_beta,
-            "w_gaussian": w_gaussian,
-            "theta_gamma": theta_gamma,
-            "normalization": normalization,
-            "sigma_rgb": check_positive("sigma_rgb", sigma_rgb),
-            "sigma_xy": check_positive("sigma_xy", sigma_xy),
-            "ignore_index": ignore_index,
-            "spacing": spacing,
-            "backend": backend,
-        }
-        self.compat: Tensor | None
-        self.register_buffer("compat", None if compat is None else compat.detach().clone())
+    function = staticmethod(densecrf_adm_loss)
+    call_arguments = ("valid_mask",)
+    checks = own_checks(normalization=choice(CRF_NORMALIZATIONS))
 
     def forward(
         self,
@@ -197,10 +169,11 @@ class DenseCRFADMLoss(nn.Module):
         valid_mask: Tensor | None = None,
     ) -> ADMLossOutput:
         return densecrf_adm_loss(
-            logits, images, scribbles, compat=self.compat, valid_mask=valid_mask, **self.kwargs
+            logits, images, scribbles, valid_mask=valid_mask, **self.arguments()
         )
 
     def extra_repr(self) -> str:
-        parts = [f"{k}={v!r}" for k, v in self.kwargs.items() if v is not None]
+        shown = {k: v for k, v in self.arguments().items() if k != "compat" and v is not None}
+        parts = [f"{k}={v!r}" for k, v in shown.items()]
         parts.append("compat=potts" if self.compat is None else "compat=matrix")
         return ", ".join(parts)

@@ -23,10 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from weakseg._validation import check_choice, check_positive
-from weakseg.losses._affinity import BACKENDS, check_images, gaussian_affinity
+from weakseg._validation import check_choice, check_positive, check_tensor
+from weakseg.losses._affinity import (
+    BACKENDS,
+    Affinity,
+    check_images,
+    gaussian_affinity,
+    prepare_inputs,
+)
 
-__all__ = ["GaussianAffinity", "check_affinity"]
+__all__ = ["GaussianAffinity", "check_affinity", "check_dense_arguments", "dense_inputs"]
 
 
 class GaussianAffinity:
@@ -106,3 +112,37 @@ def check_affinity(affinity: object, segmentation: Tensor, scale_factor: float) 
             f"{affinity.spatial_shape}, but the loss filters {expected[0]} maps of size "
             f"{expected[1]}; build it from the same images"
         )
+
+
+def check_dense_arguments(
+    images: object, probs: object, backend: str, sigma_rgb: float, sigma_xy: float
+) -> tuple[float, float]:
+    """The checks every dense loss runs first: tensors, ``backend``; the checked bandwidths."""
+    check_tensor("images", images)
+    check_tensor("probs", probs)
+    check_choice("backend", backend, BACKENDS)
+    return check_positive("sigma_rgb", sigma_rgb), check_positive("sigma_xy", sigma_xy)
+
+
+def dense_inputs(
+    images: Tensor,
+    probs: Tensor,
+    valid_mask: Tensor | None,
+    affinity: GaussianAffinity | None,
+    sigma_rgb: float,
+    sigma_xy: float,
+    scale_factor: float,
+    spacing: Sequence[float] | None,
+    backend: str,
+) -> tuple[Tensor, Tensor, Tensor, Affinity]:
+    """``(images, segmentation, mask, affinity)`` of a dense loss: the inputs checked and
+    resized by ``scale_factor`` (see ``prepare_inputs``), and the Gaussian of the images with
+    ``sigma_xy * scale_factor``, or the prebuilt ``affinity`` checked against them. Call it
+    with autocast disabled."""
+    images, segmentation, mask = prepare_inputs(images, probs, valid_mask, scale_factor)
+    if affinity is None:
+        sigma = sigma_xy * float(scale_factor)
+        built = gaussian_affinity(images, sigma_rgb, sigma, spacing, backend)
+        return images, segmentation, mask, built
+    check_affinity(affinity, segmentation, scale_factor)
+    return images, segmentation, mask, affinity

@@ -6,14 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from weakseg._validation import (
-    check_positive,
-    check_same_device,
-    check_valid_mask,
-)
+from weakseg._validation import check_same_device, check_valid_mask
 from weakseg.crf import dense_crf_inference
+from weakseg.crf.kernel_params import NORMALIZATIONS as CRF_NORMALIZATIONS
 from weakseg.losses._affinity import check_images, check_probs
-from weakseg.losses._module import WeightedLoss
+from weakseg.losses._module import WeightedLoss, choice, own_checks
 from weakseg.losses._sec_common import compute_dtype, safe_log
 
 __all__ = ["ConstrainToBoundaryLoss", "constrain_to_boundary_loss", "resize_images"]
@@ -147,30 +144,4 @@ class ConstrainToBoundaryLoss(WeightedLoss):
     :func:`constrain_to_boundary_loss`."""
 
     function = staticmethod(constrain_to_boundary_loss)
-
-    def __init__(
-        self,
-        weight: float = 1.0,
-        *,
-        n_iter: int = SEC_N_ITER,
-        w_bilateral: float = SEC_W_BILATERAL,
-        theta_alpha: float = SEC_THETA_ALPHA,
-        theta_beta: float = SEC_THETA_BETA,
-        w_gaussian: float = SEC_W_GAUSSIAN,
-        theta_gamma: float = SEC_THETA_GAMMA,
-        normalization: str = "symmetric",
-        backend: str = "lattice",
-        backprop_crf: bool = False,
-    ) -> None:
-        super().__init__(
-            weight,
-            n_iter=n_iter,
-            w_bilateral=float(w_bilateral),
-            theta_alpha=check_positive("theta_alpha", theta_alpha),
-            theta_beta=check_positive("theta_beta", theta_beta),
-            w_gaussian=float(w_gaussian),
-            theta_gamma=check_positive("theta_gamma", theta_gamma),
-            normalization=normalization,
-            backend=backend,
-            backprop_crf=bool(backprop_crf),
-        )
+    checks = own_checks(normalization=choice(CRF_NORMALIZATIONS))

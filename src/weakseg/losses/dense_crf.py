@@ -9,9 +9,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from weakseg._validation import check_choice, check_positive, check_tensor
+from weakseg._validation import check_choice
 from weakseg.losses._affinity import (
-    BACKENDS,
     NORMALIZATIONS,
     RLOSS_ORIGINAL_SCALE,
     Affinity,
@@ -20,12 +19,10 @@ from weakseg.losses._affinity import (
     crf_grad,
     crf_value,
     filter_segments,
-    gaussian_affinity,
-    prepare_inputs,
     rloss_scale,
 )
-from weakseg.losses._module import WeightedLoss
-from weakseg.losses.affinity import GaussianAffinity, check_affinity
+from weakseg.losses._module import WeightedLoss, choice, own_checks
+from weakseg.losses.affinity import GaussianAffinity, check_dense_arguments, dense_inputs
 
 __all__ = ["DENSE_CRF_NORMALIZATIONS", "RLOSS_ORIGINAL_SCALE", "DenseCRFLoss", "dense_crf_loss"]
 
@@ -147,20 +144,13 @@ def dense_crf_loss(
         >>> bool(0 <= loss <= 1 - 1 / 4)
         True
     """
-    check_tensor("images", images)
-    check_tensor("probs", probs)
+    sigma_rgb, sigma_xy = check_dense_arguments(images, probs, backend, sigma_rgb, sigma_xy)
     check_choice("normalization", normalization, DENSE_CRF_NORMALIZATIONS)
-    check_choice("backend", backend, BACKENDS)
-    sigma_rgb = check_positive("sigma_rgb", sigma_rgb)
-    sigma_xy = check_positive("sigma_xy", sigma_xy)
     with torch.autocast(device_type=probs.device.type, enabled=False):
-        images, segmentation, mask = prepare_inputs(images, probs, valid_mask, scale_factor)
-        if affinity is None:
-            sigma = sigma_xy * float(scale_factor)
-            affinity = gaussian_affinity(images, sigma_rgb, sigma, spacing, backend)
-        else:
-            check_affinity(affinity, segmentation, scale_factor)
-        return _DenseCRFFunction.apply(segmentation, mask, affinity, normalization).mean()
+        _, segmentation, mask, weights = dense_inputs(
+            images, probs, valid_mask, affinity, sigma_rgb, sigma_xy, scale_factor, spacing, backend
+        )
+        return _DenseCRFFunction.apply(segmentation, mask, weights, normalization).mean()
 
 
 class DenseCRFLoss(WeightedLoss):
@@ -175,24 +165,5 @@ class DenseCRFLoss(WeightedLoss):
     """
 
     function = staticmethod(dense_crf_loss)
-
-    def __init__(
-        self,
-        weight: float = 1.0,
-        *,
-        sigma_rgb: float = 15.0,
-        sigma_xy: float = 80.0,
-        scale_factor: float = 1.0,
-        spacing: Sequence[float] | None = None,
-        normalization: DenseCRFNormalization = "affinity",
-        backend: Backend = "lattice",
-    ) -> None:
-        super().__init__(
-            weight,
-            sigma_rgb=check_positive("sigma_rgb", sigma_rgb),
-            sigma_xy=check_positive("sigma_xy", sigma_xy),
-            scale_factor=check_positive("scale_factor", scale_factor),
-            spacing=None if spacing is None else tuple(spacing),
-            normalization=check_choice("normalization", normalization, DENSE_CRF_NORMALIZATIONS),
-            backend=check_choice("backend", backend, BACKENDS),
-        )
+    call_arguments = ("affinity",)
+    checks = own_checks(normalization=choice(DENSE_CRF_NORMALIZATIONS))

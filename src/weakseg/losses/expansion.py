@@ -10,7 +10,7 @@ from weakseg._validation import (
     check_tensor,
 )
 from weakseg.losses._affinity import check_probs
-from weakseg.losses._module import WeightedLoss
+from weakseg.losses._module import WeightedLoss, own_checks
 from weakseg.losses._sec_common import check_binary, compute_dtype, safe_log
 
 __all__ = ["ExpansionLoss", "expansion_loss", "global_weighted_rank_pooling"]
@@ -162,20 +162,4 @@ class ExpansionLoss(WeightedLoss):
     """``weight * expansion_loss(probs, tags, ...)``; see :func:`expansion_loss`."""
 
     function = staticmethod(expansion_loss)
-
-    def __init__(
-        self,
-        weight: float = 1.0,
-        *,
-        q_fg: float = 0.996,
-        q_bg: float = 0.999,
-        q_absent: float = 0.0,
-        background_index: int | None = 0,
-    ) -> None:
-        super().__init__(
-            weight,
-            q_fg=check_decay("q_fg", q_fg),
-            q_bg=check_decay("q_bg", q_bg),
-            q_absent=check_decay("q_absent", q_absent),
-            background_index=background_index,
-        )
+    checks = own_checks(q_fg=check_decay, q_bg=check_decay, q_absent=check_decay)

@@ -16,7 +16,7 @@ from weakseg.losses._affinity import (
     prepare_inputs,
     spatial_sum,
 )
-from weakseg.losses._module import WeightedLoss
+from weakseg.losses._module import WeightedLoss, choice, own_checks
 
 __all__ = ["GridPottsLoss", "grid_potts_loss"]
 
@@ -40,6 +40,13 @@ def _half_neighbourhood(ndim: int, connectivity: int | None) -> list[tuple[int, 
         for offset in itertools.product((-1, 0, 1), repeat=ndim)
         if offset > zero and (full or sum(map(abs, offset)) == 1)
     ]
+
+
+def _check_connectivity(name: str, connectivity: int | None) -> int | None:
+    """None or one of the connectivities of 2D or 3D grids (which one fits is known at the call)."""
+    if connectivity not in (None, 4, 8, 6, 26):
+        raise ValueError(f"{name} must be None, 4, 8, 6 or 26, got {connectivity!r}")
+    return connectivity
 
 
 def _pair_slices(offset: Sequence[int], shape: Sequence[int]) -> tuple[tuple, tuple] | None:
@@ -95,11 +102,13 @@ def grid_potts_loss(
         normalization: ``"affinity"``, ``"none"`` or ``"rloss"``.
 
     Returns:
-        Tensor[] (scalar).
+        Tensor[] (scalar), in [0, 1] with ``"affinity"``.
 
     Raises:
-        ValueError, TypeError: on bad inputs, as :func:`dense_crf_loss` (same checks, same
-        0-255 image range and [0, 1] warning).
+        ValueError: a ``connectivity`` that does not fit the input's dimension, a ``spacing``
+            of another length than the spatial dims or not positive.
+        ValueError, TypeError: bad images or probabilities, as :func:`dense_crf_loss` (same
+            checks, same 0-255 image range and [0, 1] warning).
 
     Example:
         >>> images = torch.rand(1, 3, 16, 16) * 255
@@ -161,22 +170,4 @@ class GridPottsLoss(WeightedLoss):
     """
 
     function = staticmethod(grid_potts_loss)
-
-    def __init__(
-        self,
-        weight: float = 1.0,
-        *,
-        sigma_rgb: float = 15.0,
-        connectivity: int | None = None,
-        spacing: Sequence[float] | None = None,
-        normalization: Normalization = "affinity",
-    ) -> None:
-        if connectivity not in (None, 4, 8, 6, 26):
-            raise ValueError(f"connectivity must be None, 4, 8, 6 or 26, got {connectivity!r}")
-        super().__init__(
-            weight,
-            sigma_rgb=check_positive("sigma_rgb", sigma_rgb),
-            connectivity=connectivity,
-            spacing=None if spacing is None else tuple(spacing),
-            normalization=check_choice("normalization", normalization, NORMALIZATIONS),
-        )
+    checks = own_checks(connectivity=_check_connectivity, normalization=choice(NORMALIZATIONS))

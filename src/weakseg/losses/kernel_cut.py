@@ -8,9 +8,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from weakseg._validation import check_choice, check_nonnegative, check_positive, check_tensor
+from weakseg._validation import check_choice, check_nonnegative, check_positive
 from weakseg.losses._affinity import (
-    BACKENDS,
     NORMALIZATIONS,
     Affinity,
     Backend,
@@ -22,10 +21,14 @@ from weakseg.losses._affinity import (
     gaussian_affinity,
     nc_grad,
     nc_value,
-    prepare_inputs,
 )
-from weakseg.losses._module import WeightedLoss
-from weakseg.losses.affinity import GaussianAffinity, check_affinity
+from weakseg.losses._module import WeightedLoss, choice, own_checks
+from weakseg.losses.affinity import (
+    GaussianAffinity,
+    check_affinity,
+    check_dense_arguments,
+    dense_inputs,
+)
 
 __all__ = ["KernelCutLoss", "kernel_cut_loss"]
 
@@ -118,7 +121,7 @@ def kernel_cut_loss(
             bandwidths are the CRF ones, else built here.
 
     Returns:
-        Tensor[] (scalar).
+        Tensor[] (scalar), in the range given above for its ``normalization``.
 
     Raises:
         ValueError, TypeError: on bad inputs, as :func:`dense_crf_loss` (same checks, same
@@ -130,33 +133,25 @@ def kernel_cut_loss(
         >>> bool(0 <= kernel_cut_loss(images, probs, gamma=0.5) <= 0.5 + 0.5 * 1)
         True
     """
-    check_tensor("images", images)
-    check_tensor("probs", probs)
+    sigma_rgb, sigma_xy = check_dense_arguments(images, probs, backend, sigma_rgb, sigma_xy)
     check_choice("normalization", normalization, NORMALIZATIONS)
-    check_choice("backend", backend, BACKENDS)
-    sigma_rgb = check_positive("sigma_rgb", sigma_rgb)
-    sigma_xy = check_positive("sigma_xy", sigma_xy)
     nc_sigma_rgb = (
         sigma_rgb if nc_sigma_rgb is None else check_positive("nc_sigma_rgb", nc_sigma_rgb)
     )
     nc_sigma_xy = sigma_xy if nc_sigma_xy is None else check_positive("nc_sigma_xy", nc_sigma_xy)
     gamma = check_nonnegative("gamma", gamma)
     with torch.autocast(device_type=probs.device.type, enabled=False):
-        images, segmentation, mask = prepare_inputs(images, probs, valid_mask, scale_factor)
-        scale = float(scale_factor)
+        images, segmentation, mask, crf_affinity = dense_inputs(
+            images, probs, valid_mask, affinity, sigma_rgb, sigma_xy, scale_factor, spacing, backend
+        )
         same = (nc_sigma_rgb, nc_sigma_xy) == (sigma_rgb, sigma_xy)
-        if affinity is None:
-            affinity = gaussian_affinity(images, sigma_rgb, sigma_xy * scale, spacing, backend)
-        else:
-            check_affinity(affinity, segmentation, scale_factor)
         if nc_affinity is not None:
             check_affinity(nc_affinity, segmentation, scale_factor)
         elif same:
-            nc_affinity = affinity
+            nc_affinity = crf_affinity
         else:
-            sigma = nc_sigma_xy * scale
+            sigma = nc_sigma_xy * float(scale_factor)
             nc_affinity = gaussian_affinity(images, nc_sigma_rgb, sigma, spacing, backend)
-        crf_affinity = affinity
         values = _KernelCutFunction.apply(
             segmentation, mask, crf_affinity, nc_affinity, gamma, normalization
         )
@@ -174,30 +169,5 @@ class KernelCutLoss(WeightedLoss):
     """
 
     function = staticmethod(kernel_cut_loss)
-
-    def __init__(
-        self,
-        weight: float = 1.0,
-        *,
-        sigma_rgb: float = 15.0,
-        sigma_xy: float = 80.0,
-        nc_sigma_rgb: float | None = None,
-        nc_sigma_xy: float | None = None,
-        gamma: float = 1.0,
-        scale_factor: float = 1.0,
-        spacing: Sequence[float] | None = None,
-        normalization: Normalization = "affinity",
-        backend: Backend = "lattice",
-    ) -> None:
-        optional = {"nc_sigma_rgb": nc_sigma_rgb, "nc_sigma_xy": nc_sigma_xy}
-        super().__init__(
-            weight,
-            sigma_rgb=check_positive("sigma_rgb", sigma_rgb),
-            sigma_xy=check_positive("sigma_xy", sigma_xy),
-            **{k: None if v is None else check_positive(k, v) for k, v in optional.items()},
-            gamma=check_nonnegative("gamma", gamma),
-            scale_factor=check_positive("scale_factor", scale_factor),
-            spacing=None if spacing is None else tuple(spacing),
-            normalization=check_choice("normalization", normalization, NORMALIZATIONS),
-            backend=check_choice("backend", backend, BACKENDS),
-        )
+    call_arguments = ("affinity", "nc_affinity")
+    checks = own_checks(normalization=choice(NORMALIZATIONS))

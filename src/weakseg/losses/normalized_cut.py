@@ -8,20 +8,16 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from weakseg._validation import check_choice, check_positive, check_tensor
 from weakseg.losses._affinity import (
-    BACKENDS,
     Affinity,
     Backend,
     broadcast_grad,
     filter_segments,
-    gaussian_affinity,
     nc_grad,
     nc_value,
-    prepare_inputs,
 )
 from weakseg.losses._module import WeightedLoss
-from weakseg.losses.affinity import GaussianAffinity, check_affinity
+from weakseg.losses.affinity import GaussianAffinity, check_dense_arguments, dense_inputs
 
 __all__ = ["NormalizedCutLoss", "normalized_cut_loss"]
 
@@ -99,19 +95,12 @@ def normalized_cut_loss(
         >>> bool(0 <= normalized_cut_loss(images, probs) <= 2)
         True
     """
-    check_tensor("images", images)
-    check_tensor("probs", probs)
-    check_choice("backend", backend, BACKENDS)
-    sigma_rgb = check_positive("sigma_rgb", sigma_rgb)
-    sigma_xy = check_positive("sigma_xy", sigma_xy)
+    sigma_rgb, sigma_xy = check_dense_arguments(images, probs, backend, sigma_rgb, sigma_xy)
     with torch.autocast(device_type=probs.device.type, enabled=False):
-        images, segmentation, mask = prepare_inputs(images, probs, valid_mask, scale_factor)
-        if affinity is None:
-            sigma = sigma_xy * float(scale_factor)
-            affinity = gaussian_affinity(images, sigma_rgb, sigma, spacing, backend)
-        else:
-            check_affinity(affinity, segmentation, scale_factor)
-        return _NormalizedCutFunction.apply(segmentation, mask, affinity).mean()
+        _, segmentation, mask, weights = dense_inputs(
+            images, probs, valid_mask, affinity, sigma_rgb, sigma_xy, scale_factor, spacing, backend
+        )
+        return _NormalizedCutFunction.apply(segmentation, mask, weights).mean()
 
 
 class NormalizedCutLoss(WeightedLoss):
@@ -124,22 +113,4 @@ class NormalizedCutLoss(WeightedLoss):
     """
 
     function = staticmethod(normalized_cut_loss)
-
-    def __init__(
-        self,
-        weight: float = 1.0,
-        *,
-        sigma_rgb: float = 15.0,
-        sigma_xy: float = 80.0,
-        scale_factor: float = 1.0,
-        spacing: Sequence[float] | None = None,
-        backend: Backend = "lattice",
-    ) -> None:
-        super().__init__(
-            weight,
-            sigma_rgb=check_positive("sigma_rgb", sigma_rgb),
-            sigma_xy=check_positive("sigma_xy", sigma_xy),
-            scale_factor=check_positive("scale_factor", scale_factor),
-            spacing=None if spacing is None else tuple(spacing),
-            backend=check_choice("backend", backend, BACKENDS),
-        )
+    call_arguments = ("affinity",)

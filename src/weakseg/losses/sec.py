@@ -44,15 +44,12 @@ from torch import Tensor
 
 from weakseg._validation import (
     check_choice,
-    check_n_iter,
     check_nonnegative,
-    check_positive,
     check_valid_mask,
 )
 from weakseg.crf.kernel_params import NORMALIZATIONS as CRF_NORMALIZATIONS
-from weakseg.crf.kernel_params import check_kernel_parameters
 from weakseg.losses._affinity import NORMALIZATIONS, check_probs
-from weakseg.losses._module import LossModule
+from weakseg.losses._module import LossModule, choice, own_checks
 from weakseg.losses.constrain_to_boundary import (
     SEC_N_ITER,
     SEC_THETA_ALPHA,
@@ -69,7 +66,6 @@ from weakseg.losses.dense_crf import dense_crf_loss
 from weakseg.losses.expansion import (
     ExpansionLoss,
     check_background_index,
-    check_decay,
     expansion_loss,
     global_weighted_rank_pooling,
 )
@@ -102,6 +98,13 @@ def _check_scale_factor(value: float) -> float:
     if not 0 < number <= 1:
         raise ValueError(f"scale_factor must be in (0, 1] (a downscaling), got {value!r}")
     return number
+
+
+def _check_background_index(name: str, value: int | None) -> int | None:
+    """None or a class id >= 0 (its upper bound, K - 1, is checked at the call)."""
+    if value is not None:
+        check_background_index(value, value + 1)
+    return value
 
 
 def _rescale(
@@ -267,8 +270,9 @@ class SECLoss(LossModule):
     """Holds the hyper-parameters of :func:`sec_loss`; ``forward`` returns its
     :class:`SECLossOutput`.
 
-    Every hyper-parameter is checked here, also those of the boundary term not in use, so that
-    a bad value fails when the loss is built rather than at its first call. It is the
+    Every hyper-parameter is checked here (the shared checks by name, plus its own), also
+    those of the boundary term not in use, so that a bad value fails when the loss is built
+    rather than at its first call. It is the
     ``losses: {sec: ...}`` training mode of ``weakseg train`` (see
     :mod:`weakseg.engine.config`).
 
@@ -281,68 +285,18 @@ class SECLoss(LossModule):
         torch.Size([])
     """
 
-    def __init__(
-        self,
-        *,
-        boundary: Boundary = "crf_inference",
-        seed_weight: float = 1.0,
-        expand_weight: float = 1.0,
-        boundary_weight: float = 1.0,
-        scale_factor: float = 1.0,
-        q_fg: float = 0.996,
-        q_bg: float = 0.999,
-        q_absent: float = 0.0,
-        background_index: int | None = 0,
-        n_iter: int = SEC_N_ITER,
-        w_bilateral: float = SEC_W_BILATERAL,
-        theta_alpha: float = SEC_THETA_ALPHA,
-        theta_beta: float = SEC_THETA_BETA,
-        w_gaussian: float = SEC_W_GAUSSIAN,
-        theta_gamma: float = SEC_THETA_GAMMA,
-        crf_normalization: str = "symmetric",
-        backprop_crf: bool = False,
-        sigma_rgb: float = 15.0,
-        sigma_xy: float = 80.0,
-        loss_normalization: str = "affinity",
-        backend: str = "lattice",
-    ) -> None:
-        check_choice("boundary", boundary, BOUNDARIES)
-        check_choice("crf_normalization", crf_normalization, CRF_NORMALIZATIONS)
-        check_choice("loss_normalization", loss_normalization, NORMALIZATIONS)
-        if not isinstance(backprop_crf, bool):
-            raise TypeError(f"backprop_crf must be true or false, got {backprop_crf!r}")
-        if background_index is not None:  # its upper bound (K - 1) is checked at the call
-            check_background_index(background_index, background_index + 1)
-        kernels = check_kernel_parameters(
-            w_bilateral,
-            theta_alpha,
-            theta_beta,
-            w_gaussian,
-            theta_gamma,
-            crf_normalization,
-            backend,
-        )
-        super().__init__(
-            boundary=boundary,
-            seed_weight=check_nonnegative("seed_weight", seed_weight),
-            expand_weight=check_nonnegative("expand_weight", expand_weight),
-            boundary_weight=check_nonnegative("boundary_weight", boundary_weight),
-            scale_factor=_check_scale_factor(scale_factor),
-            q_fg=check_decay("q_fg", q_fg),
-            q_bg=check_decay("q_bg", q_bg),
-            q_absent=check_decay("q_absent", q_absent),
-            background_index=background_index,
-            n_iter=check_n_iter(n_iter),
-            **kernels._asdict(),
-            crf_normalization=crf_normalization,
-            backprop_crf=backprop_crf,
-            sigma_rgb=check_positive("sigma_rgb", sigma_rgb),
-            sigma_xy=check_positive("sigma_xy", sigma_xy),
-            loss_normalization=loss_normalization,
-            backend=backend,
-        )
-
     function = staticmethod(sec_loss)
+    checks = own_checks(
+        **ExpansionLoss.checks,
+        boundary=choice(BOUNDARIES),
+        seed_weight=check_nonnegative,
+        expand_weight=check_nonnegative,
+        boundary_weight=check_nonnegative,
+        scale_factor=lambda name, value: _check_scale_factor(value),
+        background_index=_check_background_index,
+        crf_normalization=choice(CRF_NORMALIZATIONS),
+        loss_normalization=choice(NORMALIZATIONS),
+    )
 
     def extra_repr(self) -> str:
         common = (

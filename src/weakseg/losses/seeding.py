@@ -112,6 +112,3 @@ class SeedingLoss(WeightedLoss):
     """``weight * seeding_loss(probs, cues)``; see :func:`seeding_loss`."""
 
     function = staticmethod(seeding_loss)
-
-    def __init__(self, weight: float = 1.0) -> None:
-        super().__init__(weight)
