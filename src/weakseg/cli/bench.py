@@ -12,18 +12,16 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from weakseg.cli._common import add_command
+
 # Image size and batch of the cases DESIGN.md records the original C++ implementation's times for.
 DEFAULT_CASES: tuple[tuple[int, int], ...] = ((321, 1), (321, 4), (512, 1), (512, 4))
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``weakseg bench``."""
-    parser = subparsers.add_parser(
-        "bench",
-        help="benchmark the Gaussian filtering engine on generated images",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    summary = "benchmark the Gaussian filtering engine on generated images"
+    parser = add_command(subparsers, "bench", summary, __doc__)
     parser.add_argument(
         "--cases",
         nargs="+",

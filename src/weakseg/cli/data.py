@@ -18,23 +18,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from weakseg.cli._common import add_command
+
 _SHOWN = 8  # shapes / spacings / problems printed per split before "... and N more"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "data",
-        help="dataset tools: check a folder dataset",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "data", "dataset tools: check a folder dataset", __doc__)
     commands = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
-    check = commands.add_parser(
-        "check",
-        help="report counts, shapes, spacings, classes, labeled fraction and problems",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    summary = "report counts, shapes, spacings, classes, labeled fraction and problems"
+    check = add_command(commands, "check", summary, __doc__)
     check.add_argument("root", help="the dataset folder (images/, splits/, classes.txt ...)")
     check.add_argument(
         "--slice-axis", type=int, default=None, help="volumes: axis to slice (default: auto)"

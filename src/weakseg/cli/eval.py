@@ -28,18 +28,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from weakseg.cli._common import add_command
 from weakseg.errors import ConfigError
 
 _DATASETS = ("folder", "synthetic", "voc")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "eval",
-        help="evaluate a checkpoint: mIoU, IoU, pixel accuracy, Dice",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    summary = "evaluate a checkpoint: mIoU, IoU, pixel accuracy, Dice"
+    parser = add_command(subparsers, "eval", summary, __doc__)
     add_inference_arguments(parser)
     parser.add_argument("--dataset", choices=_DATASETS, default=None, help="default: checkpoint's")
     parser.add_argument("--data-root", default=None, help="default: the checkpoint's")

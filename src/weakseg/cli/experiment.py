@@ -23,16 +23,13 @@ import argparse
 import shlex
 from pathlib import Path
 
+from weakseg.cli._common import add_command, add_set_option
 from weakseg.errors import ConfigError, WeaksegError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "experiment",
-        help="run a recipe of the paper's tables (train + eval each run, write results.md)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    summary = "run a recipe of the paper's tables (train + eval each run, write results.md)"
+    parser = add_command(subparsers, "experiment", summary, __doc__)
     parser.add_argument("recipe", help="a recipe YAML, e.g. configs/experiments/acdc_table1.yaml")
     parser.add_argument(
         "-o",
@@ -43,13 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--only", nargs="+", metavar="RUN", help="run only these runs (the table lists all)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="passed to every run's 'weakseg train --set' after the recipe's settings",
+    add_set_option(
+        parser, "passed to every run's 'weakseg train --set' after the recipe's settings"
     )
     parser.add_argument(
         "--launcher",

@@ -27,17 +27,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from weakseg.cli._common import add_command
 from weakseg.cli.eval import add_inference_arguments, crf_arguments
 from weakseg.errors import DataError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "predict",
-        help="segment images with a checkpoint: palette masks and overlays",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    summary = "segment images with a checkpoint: palette masks and overlays"
+    parser = add_command(subparsers, "predict", summary, __doc__)
     add_inference_arguments(parser)
     parser.add_argument("inputs", nargs="+", help="image files or folders of images")
     parser.add_argument("-o", "--output-dir", required=True, help="folder for the masks")

@@ -25,11 +25,10 @@ The other proposal baselines are training modes: DenseCRF-ADM (``losses: {densec
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from weakseg.cli._common import add_command, add_set_option, add_subcommands, log_data_to_stderr
 from weakseg.errors import WeaksegError
 
 if TYPE_CHECKING:
@@ -37,21 +36,11 @@ if TYPE_CHECKING:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "proposals",
-        help="proposal baselines: one-time GrabCut masks from scribbles",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="proposals_command", metavar="SUBCOMMAND")
-    parser.set_defaults(func=lambda args: _usage(parser))
-
-    grabcut = commands.add_parser(
-        "grabcut",
-        help="write a GrabCut mask per training image, from its scribbles",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    summary = "proposal baselines: one-time GrabCut masks from scribbles"
+    parser = add_command(subparsers, "proposals", summary, __doc__)
+    commands = add_subcommands(parser, "proposals_command")
+    summary = "write a GrabCut mask per training image, from its scribbles"
+    grabcut = add_command(commands, "grabcut", summary, __doc__)
     grabcut.add_argument(
         "data_root", nargs="?", type=Path, default=None, metavar="DATA_ROOT", help="folder dataset"
     )
@@ -59,14 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--split", default=None, help="split name (default: train, or the config's)"
     )
     grabcut.add_argument("--config", default=None, help="training config whose train split to use")
-    grabcut.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (with --config; repeatable)",
-    )
+    add_set_option(grabcut, "override a config key (with --config; repeatable)")
     grabcut.add_argument(
         "-o", "--output", type=Path, default=None, help="output folder (default: label_dir)"
     )
@@ -78,18 +60,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
-
-
 def run_grabcut(args: argparse.Namespace) -> int:
     """Write the proposals; errors (bad data, bad config, no OpenCV) are a
     :class:`WeaksegError`: one line on stderr, exit status 2."""
     from weakseg.proposals import write_grabcut_proposals
 
     if args.skip_bad:
-        _log_to_stderr()
+        log_data_to_stderr()
     try:
         dataset, output = _dataset_and_output(args)
         paths = write_grabcut_proposals(
@@ -138,12 +115,3 @@ def _dataset_and_output(args: argparse.Namespace) -> tuple[Dataset, Path]:
     if output is None:
         raise ValueError(f"-o/--output is required: {args.config} sets no label_dir")
     return dataset, Path(output)
-
-
-def _log_to_stderr() -> None:
-    logger = logging.getLogger("weakseg.data")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)

@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from weakseg.cli._common import add_subcommands, log_data_to_stderr
 from weakseg.errors import ConfigError, DataError, WeaksegError
 
 # numpy and the data modules are imported by the subcommands, so that --help stays light.
@@ -34,14 +34,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Scribble tools: convert ScribbleSup XML, simulate scribbles from masks, "
         "shorten them, report labeled fractions.",
     )
-    commands = parser.add_subparsers(dest="scribbles_command", metavar="SUBCOMMAND")
-    parser.set_defaults(func=lambda args: _usage(parser))
+    commands = add_subcommands(parser, "scribbles_command")
 
-    convert = commands.add_parser(
-        "convert-xml", help="rasterize ScribbleSup XML annotations to label PNGs"
+    convert = _folders(
+        commands, "convert-xml", "XML_DIR", "rasterize ScribbleSup XML annotations to label PNGs"
     )
-    convert.add_argument("xml_dir", type=Path, metavar="XML_DIR")
-    convert.add_argument("out_dir", type=Path, metavar="OUT_DIR")
     convert.add_argument("--width", type=int, default=3, help="stroke width in px (default 3)")
     convert.add_argument(
         "--classes",
@@ -49,12 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="class names file, one per line in id order (default: the 21 VOC names)",
     )
-    convert.add_argument("--skip-bad", action="store_true", help="report and skip bad files")
-    convert.set_defaults(func=_guarded(run_convert))
+    _finish(convert, run_convert, "files")
 
-    simulate = commands.add_parser("simulate", help="simulate scribbles from full masks")
-    simulate.add_argument("mask_dir", type=Path, metavar="MASK_DIR")
-    simulate.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    simulate = _folders(commands, "simulate", "MASK_DIR", "simulate scribbles from full masks")
     simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     simulate.add_argument("--width", type=int, default=2, help="stroke width in px (default 2)")
     simulate.add_argument(
@@ -63,12 +57,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=0.15,
         help="eroded fraction of each object's inscribed radius (default 0.15)",
     )
-    simulate.add_argument("--skip-bad", action="store_true", help="report and skip bad files")
-    simulate.set_defaults(func=_guarded(run_simulate))
+    _finish(simulate, run_simulate, "files")
 
-    shorten = commands.add_parser("shorten", help="shorten scribbles to a length ratio")
-    shorten.add_argument("in_dir", type=Path, metavar="IN_DIR")
-    shorten.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    shorten = _folders(commands, "shorten", "IN_DIR", "shorten scribbles to a length ratio")
     shorten.add_argument(
         "--ratio", type=float, required=True, help="kept ratio in [0, 1]; 0 = clicks"
     )
@@ -78,21 +69,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="full masks (same file names) to place the centres deepest inside the objects",
     )
-    shorten.add_argument("--skip-bad", action="store_true", help="report and skip bad files")
-    shorten.set_defaults(func=_guarded(run_shorten))
+    _finish(shorten, run_shorten, "files")
 
     stats = commands.add_parser("stats", help="labeled fraction per class of a folder dataset")
     stats.add_argument("root", type=Path, metavar="ROOT")
     stats.add_argument("--split", required=True, help="split name (splits/NAME.txt)")
     stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
-    stats.add_argument("--skip-bad", action="store_true", help="report and skip bad samples")
-    stats.set_defaults(func=_guarded(run_stats))
+    _finish(stats, run_stats, "samples")
     return parser
 
 
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
+def _folders(
+    commands: argparse._SubParsersAction, name: str, source: str, summary: str
+) -> argparse.ArgumentParser:
+    """A subcommand reading the folder ``source`` (its metavar) and writing ``OUT_DIR``."""
+    command = commands.add_parser(name, help=summary)
+    command.add_argument(source.lower(), type=Path, metavar=source)
+    command.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    return command
+
+
+def _finish(
+    command: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int], what: str
+) -> None:
+    """``--skip-bad`` (of bad ``what``) and the guarded entry point ``run``."""
+    command.add_argument("--skip-bad", action="store_true", help=f"report and skip bad {what}")
+    command.set_defaults(func=_guarded(run))
 
 
 def _guarded(
@@ -103,7 +105,7 @@ def _guarded(
 
     def run(args: argparse.Namespace) -> int:
         if getattr(args, "skip_bad", False):
-            _log_to_stderr()
+            log_data_to_stderr()
         try:
             return command(args)
         except WeaksegError:
@@ -112,15 +114,6 @@ def _guarded(
             raise ConfigError(f"scribbles {args.scribbles_command}: {exc}") from exc
 
     return run
-
-
-def _log_to_stderr() -> None:
-    logger = logging.getLogger("weakseg.data")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
 
 
 def _label_files(directory: Path) -> list[Path]:

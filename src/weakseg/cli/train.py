@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import argparse
 
+from weakseg.cli._common import add_command, add_set_option
+
 
 def arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``weakseg train`` to ``parser``."""
     parser.add_argument("--config", default=None, help="YAML config (default: built-in defaults)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable); VALUE is YAML, dotted keys reach into losses",
+    add_set_option(
+        parser, "override a config key (repeatable); VALUE is YAML, dotted keys reach into losses"
     )
     parser.add_argument("--resume", default=None, help="checkpoint to resume, or 'auto'")
     parser.add_argument(
@@ -48,12 +45,8 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "train",
-        help="train a network (pCE + regularized losses) from a YAML config",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    summary = "train a network (pCE + regularized losses) from a YAML config"
+    parser = add_command(subparsers, "train", summary, __doc__)
     arguments(parser)
     parser.set_defaults(func=run)
     return parser

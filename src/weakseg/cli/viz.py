@@ -26,20 +26,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from weakseg.cli._common import add_command, add_subcommands
 from weakseg.errors import DataError, WeaksegError
 from weakseg.viz import GRADIENT_LOSSES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``weakseg viz`` and its subcommands."""
-    parser = subparsers.add_parser(
-        "viz",
-        help="figures: regularizer gradients dR/dS (Fig. 1), loss curves of runs",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="viz_command", metavar="SUBCOMMAND")
-    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+    summary = "figures: regularizer gradients dR/dS (Fig. 1), loss curves of runs"
+    parser = add_command(subparsers, "viz", summary, __doc__)
+    commands = add_subcommands(parser, "viz_command")
 
     _add_gradients(commands)
     _add_curves(commands)
