@@ -65,6 +65,7 @@ __all__ = [
     "SUPERVISIONS",
     "SampleFiles",
     "SegmentationDataset",
+    "dataset_label",
     "select_label",
     "to_sample",
 ]
@@ -174,6 +175,16 @@ def select_label(
     else:
         tags = image_tags(source, num_classes)
     return label, tags
+
+
+def dataset_label(
+    dataset: Any, size: tuple[int, int], scribbles: np.ndarray | None, mask: np.ndarray | None
+) -> tuple[np.ndarray, torch.Tensor]:
+    """:func:`select_label` with the ``supervision``, ``num_classes`` and ``shorten_ratio`` of
+    ``dataset`` (a folder or synthetic data set): its training ``(label, tags)`` of a sample."""
+    return select_label(
+        dataset.supervision, size, scribbles, mask, dataset.num_classes, dataset.shorten_ratio
+    )
 
 
 class SegmentationDataset(Dataset):
@@ -336,14 +347,7 @@ class SegmentationDataset(Dataset):
 
     def _sample(self, index: int) -> dict[str, Any]:
         image, scribbles, mask = self.load(index)
-        label, tags = select_label(
-            self.supervision,
-            image.shape[-2:],
-            scribbles,
-            mask,
-            self.num_classes,
-            self.shorten_ratio,
-        )
+        label, tags = dataset_label(self, image.shape[-2:], scribbles, mask)
         entry = self.files[index]
         sample = to_sample(entry.id, image, label, mask, tags, self.transform, self.mean, self.std)
         if entry.slice is not None:

@@ -26,7 +26,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 from torch.utils.data import Dataset
 
-from weakseg.data.dataset import Transform, check_supervision, select_label, to_sample
+from weakseg.data.dataset import Transform, check_supervision, dataset_label, to_sample
 from weakseg.data.io import write_label
 from weakseg.data.scribbles import simulate_scribbles
 from weakseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -207,9 +207,7 @@ class SyntheticDataset(Dataset):
             raise IndexError(f"index {index} out of range for a dataset of {self.n} samples")
         index %= self.n
         image, mask, scribbles = self.generate(index)
-        label, tags = select_label(
-            self.supervision, self.size, scribbles, mask, self.num_classes, self.shorten_ratio
-        )
+        label, tags = dataset_label(self, self.size, scribbles, mask)
         raw = image.transpose(2, 0, 1).astype(np.float32)  # (3, H, W)
         return to_sample(
             self.sample_id(index), raw, label, mask, tags, self.transform, self.mean, self.std

@@ -20,6 +20,7 @@ needs them.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -105,13 +106,19 @@ def through_plane_axis(shape: tuple[int, ...], spacing: tuple[float, ...] | None
     return max(axis for axis, size in enumerate(shape) if size == fewest)
 
 
-def _h5_open(path: Path, what: str) -> Any:
+def _medical_reader(name: str, path: Path, kind: str) -> Any:
+    """The optional module ``name`` (h5py, nibabel) that reads ``path``, a ``kind`` file;
+    DataError naming the extra that installs it when it is missing."""
     try:
-        import h5py
+        return importlib.import_module(name)
     except ImportError:
         raise DataError(
-            f"{path} is an HDF5 file; reading it needs h5py (pip install 'weakseg[medical]')"
+            f"{path} is {kind} file; reading it needs {name} (pip install 'weakseg[medical]')"
         ) from None
+
+
+def _h5_open(path: Path, what: str) -> Any:
+    h5py = _medical_reader("h5py", path, "an HDF5")
     try:
         return h5py.File(path, "r")
     except OSError as exc:
@@ -119,12 +126,7 @@ def _h5_open(path: Path, what: str) -> Any:
 
 
 def _nifti_load(path: Path, what: str) -> Any:
-    try:
-        import nibabel
-    except ImportError:
-        raise DataError(
-            f"{path} is a NIfTI file; reading it needs nibabel (pip install 'weakseg[medical]')"
-        ) from None
+    nibabel = _medical_reader("nibabel", path, "a NIfTI")
     try:
         return nibabel.load(str(path))
     except Exception as exc:  # nibabel raises several unrelated types for broken files

@@ -11,7 +11,6 @@ written.
 from __future__ import annotations
 
 import math
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,11 +21,12 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from weakseg.data.io import read_image, write_label
+from weakseg.data.io import VOC_PALETTE, read_image, write_label
 from weakseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from weakseg.data.volumes import file_id, is_volume_file
 from weakseg.engine.checkpoint import load_checkpoint
 from weakseg.engine.evaluate import predict_probs
+from weakseg.engine.run_dir import writable_folder_problem
 from weakseg.errors import DataError
 from weakseg.models import build_crf_layer_model, build_model
 
@@ -55,18 +55,9 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".ti
 
 
 def palette() -> np.ndarray:
-    """The PASCAL VOC colour map: uint8 ``[256, 3]`` (class 0 black, 255 light gray)."""
-    colours = np.zeros((256, 3), dtype=np.uint8)
-    for index in range(256):
-        r = g = b = 0
-        c = index
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        colours[index] = (r, g, b)
-    return colours
+    """The PASCAL VOC colour map: uint8 ``[256, 3]`` (class 0 black, 255 light gray), a
+    writable copy of :data:`weakseg.data.io.VOC_PALETTE`."""
+    return VOC_PALETTE.copy()
 
 
 def colorize(label: Tensor) -> Tensor:
@@ -236,15 +227,12 @@ def check_outputs(
                     f"replacing the input {target}",
                     hint="choose another output folder (-o)",
                 )
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=output_dir):
-            pass
-    except OSError as exc:
+    problem = writable_folder_problem(output_dir)
+    if problem is not None:
         raise DataError(
-            f"cannot write predictions to {output_dir}: {exc.strerror or exc}",
+            f"cannot write predictions to {output_dir}: {problem}",
             hint="choose another output folder (-o)",
-        ) from None
+        )
     return output_dir
 
 

@@ -57,6 +57,7 @@ __all__ = [
     "lock_holder",
     "run_files",
     "truncate_log",
+    "writable_folder_problem",
 ]
 
 #: The lock file inside a run folder.
@@ -106,16 +107,25 @@ def check_writable(run_dir: str | Path) -> Path:
         RunDirError: the folder cannot be created or written (naming it and the reason).
     """
     run_dir = Path(run_dir)
+    problem = writable_folder_problem(run_dir)
+    if problem is not None:
+        raise RunDirError(
+            f"cannot write to the run folder {run_dir}: {problem}",
+            hint="choose another output_dir (--set output_dir=PATH) or fix its permissions",
+        )
+    return run_dir
+
+
+def writable_folder_problem(folder: Path) -> str | None:
+    """Create ``folder`` if needed and write a temporary file in it: ``None`` when that works,
+    else why not (the OS's reason)."""
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=run_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise RunDirError(
-            f"cannot write to the run folder {run_dir}: {exc.strerror or exc}",
-            hint="choose another output_dir (--set output_dir=PATH) or fix its permissions",
-        ) from exc
-    return run_dir
+        return str(exc.strerror or exc)
+    return None
 
 
 def lock_holder(run_dir: str | Path) -> str | None:

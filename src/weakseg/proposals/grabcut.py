@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from weakseg.data.dataset import SegmentationDataset, select_label
+from weakseg.data.dataset import SegmentationDataset, dataset_label
 from weakseg.data.io import IGNORE_INDEX, write_label
 from weakseg.data.synthetic import SyntheticDataset
 
@@ -308,14 +308,7 @@ def write_grabcut_proposals(
             image = image.transpose(2, 0, 1)  # (3, H, W)
         else:
             image, scribbles, mask = dataset.load(index)
-        label, _ = select_label(
-            dataset.supervision,
-            image.shape[-2:],
-            scribbles,
-            mask,
-            dataset.num_classes,
-            dataset.shorten_ratio,
-        )
+        label, _ = dataset_label(dataset, image.shape[-2:], scribbles, mask)
         proposal = grabcut_proposal(
             image, np.asarray(label), num_classes=dataset.num_classes, n_iter=n_iter
         )
