@@ -40,11 +40,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         commands, "convert-xml", "XML_DIR", "rasterize ScribbleSup XML annotations to label PNGs"
     )
     convert.add_argument("--width", type=int, default=3, help="stroke width in px (default 3)")
-    convert.add_argument(
+    _optional_path(
+        convert,
         "--classes",
-        type=Path,
-        default=None,
-        help="class names file, one per line in id order (default: the 21 VOC names)",
+        "class names file, one per line in id order (default: the 21 VOC names)",
     )
     _finish(convert, run_convert, "files")
 
@@ -63,11 +62,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     shorten.add_argument(
         "--ratio", type=float, required=True, help="kept ratio in [0, 1]; 0 = clicks"
     )
-    shorten.add_argument(
+    _optional_path(
+        shorten,
         "--mask-dir",
-        type=Path,
-        default=None,
-        help="full masks (same file names) to place the centres deepest inside the objects",
+        "full masks (same file names) to place the centres deepest inside the objects",
     )
     _finish(shorten, run_shorten, "files")
 
@@ -87,6 +85,11 @@ def _folders(
     command.add_argument(source.lower(), type=Path, metavar=source)
     command.add_argument("out_dir", type=Path, metavar="OUT_DIR")
     return command
+
+
+def _optional_path(command: argparse.ArgumentParser, flag: str, summary: str) -> None:
+    """An optional ``flag PATH`` (default ``None``)."""
+    command.add_argument(flag, type=Path, default=None, help=summary)
 
 
 def _finish(

@@ -26,7 +26,7 @@ from weakseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from weakseg.data.volumes import file_id, is_volume_file
 from weakseg.engine.checkpoint import load_checkpoint
 from weakseg.engine.evaluate import predict_probs
-from weakseg.engine.run_dir import writable_folder_problem
+from weakseg.engine.run_dir import ensure_writable_folder
 from weakseg.errors import DataError
 from weakseg.models import build_crf_layer_model, build_model
 
@@ -227,13 +227,8 @@ def check_outputs(
                     f"replacing the input {target}",
                     hint="choose another output folder (-o)",
                 )
-    problem = writable_folder_problem(output_dir)
-    if problem is not None:
-        raise DataError(
-            f"cannot write predictions to {output_dir}: {problem}",
-            hint="choose another output folder (-o)",
-        )
-    return output_dir
+    hint = "choose another output folder (-o)"
+    return ensure_writable_folder(output_dir, f"predictions to {output_dir}", hint, DataError)
 
 
 def check_scales(scales: Sequence[float]) -> list[float]:

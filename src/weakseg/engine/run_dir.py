@@ -39,7 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from weakseg.errors import ConfigError, RunDirError
+from weakseg.errors import ConfigError, RunDirError, WeaksegError
 
 try:  # POSIX; elsewhere the lock is a pid file whose holder is checked for life
     import fcntl
@@ -54,10 +54,10 @@ __all__ = [
     "check_new_run",
     "check_resume_settings",
     "check_writable",
+    "ensure_writable_folder",
     "lock_holder",
     "run_files",
     "truncate_log",
-    "writable_folder_problem",
 ]
 
 #: The lock file inside a run folder.
@@ -107,25 +107,25 @@ def check_writable(run_dir: str | Path) -> Path:
         RunDirError: the folder cannot be created or written (naming it and the reason).
     """
     run_dir = Path(run_dir)
-    problem = writable_folder_problem(run_dir)
-    if problem is not None:
-        raise RunDirError(
-            f"cannot write to the run folder {run_dir}: {problem}",
-            hint="choose another output_dir (--set output_dir=PATH) or fix its permissions",
-        )
-    return run_dir
+    hint = "choose another output_dir (--set output_dir=PATH) or fix its permissions"
+    return ensure_writable_folder(run_dir, f"to the run folder {run_dir}", hint, RunDirError)
 
 
-def writable_folder_problem(folder: Path) -> str | None:
-    """Create ``folder`` if needed and write a temporary file in it: ``None`` when that works,
-    else why not (the OS's reason)."""
+def ensure_writable_folder(
+    folder: Path, what: str, hint: str, error: type[WeaksegError] = WeaksegError
+) -> Path:
+    """Create ``folder`` if needed and write a temporary file in it, before any work.
+
+    Raises:
+        error: ``cannot write <what>: <the OS's reason>``, with ``hint``.
+    """
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        return str(exc.strerror or exc)
-    return None
+        raise error(f"cannot write {what}: {exc.strerror or exc}", hint=hint) from exc
+    return folder
 
 
 def lock_holder(run_dir: str | Path) -> str | None:
