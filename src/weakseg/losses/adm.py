@@ -31,6 +31,7 @@ from weakseg._validation import (
 )
 from weakseg.crf import dense_crf_inference
 from weakseg.crf.kernel_params import NORMALIZATIONS as CRF_NORMALIZATIONS
+from weakseg.crf.kernel_params import KernelParams
 from weakseg.losses._module import LossModule, choice, own_checks
 from weakseg.losses.dense_crf import dense_crf_loss
 
@@ -109,11 +110,7 @@ def densecrf_adm_loss(
             logits.detach(),
             images,
             n_iter=n_iter,
-            w_bilateral=w_bilateral,
-            theta_alpha=theta_alpha,
-            theta_beta=theta_beta,
-            w_gaussian=w_gaussian,
-            theta_gamma=theta_gamma,
+            **KernelParams(w_bilateral, theta_alpha, theta_beta, w_gaussian, theta_gamma)._asdict(),
             compat=compat,
             normalization=normalization,
             spacing=spacing,

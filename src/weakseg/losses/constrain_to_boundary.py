@@ -9,6 +9,7 @@ from torch import Tensor
 from weakseg._validation import check_same_device, check_valid_mask
 from weakseg.crf import dense_crf_inference
 from weakseg.crf.kernel_params import NORMALIZATIONS as CRF_NORMALIZATIONS
+from weakseg.crf.kernel_params import KernelParams
 from weakseg.losses._affinity import check_images, check_probs
 from weakseg.losses._module import WeightedLoss, choice, own_checks
 from weakseg.losses._sec_common import compute_dtype, safe_log
@@ -122,11 +123,7 @@ def constrain_to_boundary_loss(
             log_probs if backprop_crf else log_probs.detach(),
             images,
             n_iter=n_iter,
-            w_bilateral=w_bilateral,
-            theta_alpha=theta_alpha,
-            theta_beta=theta_beta,
-            w_gaussian=w_gaussian,
-            theta_gamma=theta_gamma,
+            **KernelParams(w_bilateral, theta_alpha, theta_beta, w_gaussian, theta_gamma)._asdict(),
             normalization=normalization,
             backend=backend,
             valid_mask=valid_mask,

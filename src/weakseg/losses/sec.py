@@ -48,6 +48,7 @@ from weakseg._validation import (
     check_valid_mask,
 )
 from weakseg.crf.kernel_params import NORMALIZATIONS as CRF_NORMALIZATIONS
+from weakseg.crf.kernel_params import KernelParams
 from weakseg.losses._affinity import NORMALIZATIONS, check_probs
 from weakseg.losses._module import LossModule, choice, own_checks
 from weakseg.losses.constrain_to_boundary import (
@@ -241,11 +242,7 @@ def sec_loss(
             images,
             valid_mask,
             n_iter=n_iter,
-            w_bilateral=w_bilateral,
-            theta_alpha=theta_alpha,
-            theta_beta=theta_beta,
-            w_gaussian=w_gaussian,
-            theta_gamma=theta_gamma,
+            **KernelParams(w_bilateral, theta_alpha, theta_beta, w_gaussian, theta_gamma)._asdict(),
             normalization=crf_normalization,
             backend=backend,
             backprop_crf=backprop_crf,
