@@ -7,14 +7,16 @@ with ``NUMBA_NUM_THREADS`` / ``OMP_NUM_THREADS`` = ``--threads`` and reports med
 
 - ``command s``: wall-clock seconds of the whole subprocess (interpreter start-up, imports,
   reading, the work, writing);
-- ``work s``: the seconds the command prints for the optimization alone (from the first
-  line of :func:`~weakseg.interactive.segment_image` to its result; in a fresh process this
+- ``work s``: the seconds the command prints for the optimization alone (the call of
+  :func:`~weakseg.interactive.segment_image`, after the imports; in a fresh process this
   includes loading numba's cached kernels);
 - ``warm work s``: the same call in this (benchmark) process after one call that loaded the
   kernels: the optimization without the numba first-call cost;
 - ``numba first call s``: ``work s - warm work s``;
-- ``start-up s``: ``python -c "import weakseg.cli.segment, numpy, PIL"`` plus the kernels'
-  first-call cost: what a call costs before any work;
+- ``imports s``: a fresh ``python -c`` importing what the command imports before the call
+  (the CLI, NumPy, Pillow, the method and numba with its NumPy layer, as the command does);
+- ``start-up s``: ``imports s`` plus the kernels' first-call cost: what a call costs
+  before any work;
 - ``peak RSS MB``: the subprocess's maximum resident set size (GNU ``/usr/bin/time``'s ``%M``);
 - ``--previous s``: a second command after one more stroke per class, with ``--previous``
   the first result: its work seconds, and as a fraction of the first call's.
@@ -46,6 +48,12 @@ import numpy as np
 SIZES = {"0.15": (321, 481), "1": (817, 1224)}
 TARGETS = {"work s": 1.0, "command s": 2.5, "peak RSS MB": 300.0}  # at 0.15 MP
 _WEAKSEG = [sys.executable, "-m", "weakseg"]
+# What `weakseg segment` imports before its call of segment_image.
+_IMPORTS = (
+    "import numpy, PIL.Image, weakseg.cli, weakseg.cli.segment; "
+    "from weakseg.cli._numba_startup import import_numba_without_blas_probe as f; f(); "
+    "import weakseg.interactive.appearance_crf"
+)
 _BUSY = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
 
 
@@ -140,7 +148,7 @@ def measure(size: str, load: str, repeats: int, threads: int, folder: Path) -> d
     first += ["-o", str(paths["m"])]
     second = [*_WEAKSEG, "segment", str(paths["image"]), "--scribbles", str(paths["s2"])]
     second += ["--previous", str(paths["m"]), "-o", str(paths["m2"])]
-    imports = [sys.executable, "-c", "import numpy, PIL.Image, weakseg.cli.segment"]
+    imports = [sys.executable, "-c", _IMPORTS]
 
     busy = None
     if load == "busy":

@@ -33,13 +33,15 @@ def bins_per_channel(channels: int) -> int:
 
 
 def _blur_axis(hist: np.ndarray, axis: int, kernel: np.ndarray) -> np.ndarray:
-    """Convolve ``hist`` along ``axis`` with the odd ``kernel`` (zero padding)."""
+    """Convolve ``hist`` along ``axis`` with the odd ``kernel`` (zero padding), by shifted
+    views of the padded array (no copies per tap)."""
     radius = len(kernel) // 2
     padded = np.pad(hist, [(radius, radius) if a == axis else (0, 0) for a in range(hist.ndim)])
-    out = np.zeros_like(hist)
     length = hist.shape[axis]
-    for i, weight in enumerate(kernel):
-        out += weight * np.take(padded, np.arange(i, i + length), axis=axis)
+    before = (slice(None),) * axis
+    out = kernel[0] * padded[(*before, slice(0, length))]
+    for i in range(1, len(kernel)):
+        out += kernel[i] * padded[(*before, slice(i, i + length))]
     return out
 
 
@@ -75,22 +77,23 @@ class HistogramModels:
         radius = max(1, math.ceil(2.5 * sigma_bins))
         offsets = np.arange(-radius, radius + 1)
         kernel = np.exp(-0.5 * (offsets / sigma_bins) ** 2)
-        self.kernel = kernel / kernel.sum()
+        self.kernel = (kernel / kernel.sum()).astype(np.float32)
         self.log_density: np.ndarray | None = None  # (K, bins**C) once fitted
 
     def fit(self, weights: np.ndarray) -> HistogramModels:
         """Fit every class's histogram to the pixel weights ``[K, N]`` (>= 0); returns self."""
         size = self.bins**self.channels
-        grid = (self.bins,) * self.channels
-        densities = np.empty((weights.shape[0], size))
-        for k, weight in enumerate(weights):
-            hist = np.bincount(self.pixel_bins, weights=weight, minlength=size).reshape(grid)
-            for axis in range(self.channels):
-                hist = _blur_axis(hist, axis, self.kernel)
-            hist = hist.reshape(-1)
-            total = hist.sum()
-            hist = hist / total if total > 0 else np.full(size, 1.0 / size)
-            densities[k] = hist + _FLOOR / size
+        hist = np.stack(
+            [np.bincount(self.pixel_bins, weights=w, minlength=size) for w in weights]
+        ).astype(np.float32)  # float32 blur: half the memory traffic of the 64^3 bins
+        hist = hist.reshape(len(weights), *(self.bins,) * self.channels)
+        for axis in range(self.channels):  # all classes at once (axis 0 is the class)
+            hist = _blur_axis(hist, 1 + axis, self.kernel)
+        hist = hist.reshape(len(weights), size)
+        total = hist.sum(axis=1, keepdims=True)
+        uniform = np.full((1, size), 1.0 / size)
+        densities = np.where(total > 0, hist / np.where(total > 0, total, 1.0), uniform)
+        densities = densities.astype(np.float64) + _FLOOR / size
         self.log_density = np.log(densities / densities.sum(axis=1, keepdims=True))
         return self
 
