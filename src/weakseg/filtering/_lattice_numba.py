@@ -537,46 +537,6 @@ def _filter_py(
     return out
 
 
-@njit(parallel=True, cache=True)
-def _degrees_at(
-    ones,
-    vertex_of_entry,
-    bary,
-    offsets,
-    counts,
-    forward,
-    backward,
-    directions,
-    center,
-    neighbor,
-    samples,
-    work,
-):  # pragma: no cover - compiled
-    """``(S^T B S 1)_p`` for the points ``samples`` of every element of ``ones [B, 1, N]``
-    (all ones): ``[B, S]`` (float64). One task per element: splat, blur, and a slice at the
-    samples only. ``work`` holds ``2 (M + B)`` values."""
-    batch, _, n = ones.shape
-    d1 = bary.shape[1]
-    half = work.shape[0] // 2
-    out = np.zeros((batch, samples.shape[0]), np.float64)
-    for b in prange(batch):
-        rows = counts[b] + 1
-        base = offsets[b] + b
-        lattice = work[base : base + rows].reshape((rows, 1))
-        scratch = work[half + base : half + base + rows].reshape((rows, 1))
-        block = np.empty((_BLOCK, 1), ones.dtype)
-        none = np.empty(0, ones.dtype)
-        _splat_task(ones, b, 0, 1, vertex_of_entry, bary, none, lattice, block)
-        _blur_task(lattice, scratch, forward, backward, offsets[b], directions, center, neighbor)
-        for s in range(samples.shape[0]):
-            p = b * n + samples[s]
-            total = 0.0
-            for k in range(d1):
-                total += bary[p, k] * lattice[vertex_of_entry[p * d1 + k], 0]
-            out[b, s] = total
-    return out
-
-
 _filter = njit(parallel=True, cache=True)(_filter_py)
 _filter_serial = njit(cache=True)(_filter_py)
 # Tasks under this many point-channels run on the calling thread: every parallel region ends
@@ -892,26 +852,9 @@ class NumbaLattice:
 
     def lattice_degrees_array(self, samples: np.ndarray) -> np.ndarray:
         """``(S^T B S 1)_p`` for p in ``samples`` of every batch element: [B, S]."""
-        self._threads = self._sync_threads()
-        dtype = self._bary.dtype
-        ones = np.ones((self.batch_size, 1, self.points_per_batch), dtype)
-        work = _POOL.take_flat(2 * (self.num_vertices + self.batch_size), dtype)
-        out = _degrees_at(
-            ones,
-            self._vertex_of_entry,
-            self._bary,
-            self._offsets,
-            self._counts,
-            self._forward,
-            self._backward,
-            np.array(self._plan.directions, np.int64),
-            dtype.type(self._plan.center),
-            dtype.type(self._plan.neighbor),
-            samples.astype(np.int64),
-            work[: 2 * (self.num_vertices + self.batch_size)],
-        )
-        _POOL.give(work)
-        return out.astype(dtype)
+        ones = np.ones((self.batch_size, 1, self.points_per_batch), self._bary.dtype)
+        degrees = self.apply_array(ones, np.ones(self.batch_size, self._bary.dtype))
+        return degrees[:, 0, samples.astype(np.int64)]
 
     def apply_array(
         self,
