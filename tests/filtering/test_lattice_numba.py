@@ -82,92 +82,43 @@ def test_fast_exp_is_accurate_over_the_calibration_range() -> None:
         assert abs(numba_backend._exp_minus_half(sq) - exact) <= 1e-12 * exact
 
 
-def _run_filter(ops, values: np.ndarray, groups: int, kernel, transpose: bool = False):
-    """The fused filter kernel on ``values [B, C, N]`` with ``groups`` channel groups."""
-    plan = ops._plan.transposed() if transpose else ops._plan
-    batch, channels, _ = values.shape
-    out = np.full(values.shape, np.nan, values.dtype)
-    work = np.full(2 * (ops.num_vertices + batch) * channels, np.nan, values.dtype)
-    none = np.empty(0, values.dtype)
-    kernel(
-        values,
-        ops._vertex_of_entry,
-        ops._bary,
-        ops._offsets,
-        ops._counts,
-        ops._forward,
-        ops._backward,
-        np.array(plan.directions, np.int64),
-        values.dtype.type(plan.center),
-        values.dtype.type(plan.neighbor),
-        np.ones(batch, values.dtype),
-        none,
-        none,
-        out,
-        False,
-        groups,
-        work,
+def test_parallel_blur_equals_serial_blur() -> None:
+    # Small lattices blur serially, large ones in parallel chunks: both must be the same passes.
+    batch, n, d = 1, 5000, 3
+    ops = numba_backend.NumbaLatticeOps(_points(batch, n, d), batch, n)
+    lattice = np.random.default_rng(0).random((ops.num_vertices + 1, 7)).astype(np.float32)
+    lattice[-1] = 0.0  # the row of absent vertices
+    order = np.array(ops._plan.directions, np.int64)
+    args = (ops._forward, ops._backward, order, np.float32(0.75), np.float32(0.125))
+    scratch = np.empty_like(lattice)
+    serial = numba_backend._blur_serial(lattice.copy(), scratch, *args)  # in place
+    parallel = numba_backend._blur_parallel(lattice.copy(), scratch, *args)
+    assert ops.num_vertices > numba_backend._CHUNK  # several chunks
+    np.testing.assert_array_equal(parallel, serial)
+    # An odd number of passes ends in the scratch array; the result must still be in place.
+    forward, backward, order = args[:3]
+    three = numba_backend._blur_parallel(
+        lattice.copy(), scratch, forward, backward, order[:3], *args[3:]
     )
-    return out
+    two = numba_backend._blur_serial(
+        lattice.copy(), scratch, forward, backward, order[:2], *args[3:]
+    )
+    one_more = numba_backend._blur_serial(two, scratch, forward, backward, order[2:3], *args[3:])
+    np.testing.assert_array_equal(three, one_more)
 
 
-@pytest.mark.parametrize("symmetric", [True, False])
-def test_filter_tasks_give_the_same_result_however_the_channels_are_grouped(
-    symmetric: bool,
-) -> None:
-    # Each task filters a group of channels of one element (the one-way blur of d = 2 has an
-    # odd number of passes): parallel or serial, any grouping, the same numbers entry by entry,
-    # and every output entry written (the work arrays start as NaN).
-    batch, n, d, channels = 3, 1500, 2, 7
-    points = _points(batch, n, d)
-    ops = numba_backend.NumbaLatticeOps(points, batch, n, symmetric=symmetric)
-    values = np.random.default_rng(0).random((batch, channels, n)).astype(np.float32)
-    whole = _run_filter(ops, values, 1, numba_backend._filter_serial)
-    assert np.isfinite(whole).all()
-    for groups in (2, 3, channels):
-        np.testing.assert_array_equal(
-            _run_filter(ops, values, groups, numba_backend._filter), whole
-        )
-    per_channel = [
-        _run_filter(ops, values[:, c : c + 1].copy(), 1, numba_backend._filter)
-        for c in range(channels)
-    ]
-    np.testing.assert_array_equal(np.concatenate(per_channel, axis=1), whole)
-
-
-def test_batch_elements_are_filtered_as_single_images() -> None:
-    # Every element has its own vertices (numbered from 0) and neighbour lists: filtering a
-    # batch must equal filtering each image alone.
-    batch, n, d = 3, 1200, 5
-    points = _points(batch, n, d, seed=3)
-    values = torch.rand(batch, 5, n, generator=torch.Generator().manual_seed(4))
-    together = _filter(numba_backend.NumbaLatticeOps(points, batch, n), values)
-    for b in range(batch):
-        alone = numba_backend.NumbaLatticeOps(points[b * n : (b + 1) * n], 1, n)
-        torch.testing.assert_close(together[b : b + 1], _filter(alone, values[b : b + 1]))
-
-
-@pytest.mark.parametrize("batch", [1, 2])
-def test_hash_tables_sized_from_a_wrong_hint_give_the_same_lattice(monkeypatch, batch) -> None:
-    # Tables are sized from the previous lattice's vertex count: a hint far too small fills
-    # them (they grow and the points are hashed again), one too large only wastes room.
-    n, d = 2000, 5
-    points = _points(batch, n, d, seed=5)
-    values = torch.rand(batch, 3, n, generator=torch.Generator().manual_seed(6))
-    monkeypatch.setattr(numba_backend, "_vertex_fraction_hint", 6.0)
-    roomy = numba_backend.NumbaLatticeOps(points, batch, n)
-    assert numba_backend._vertex_fraction_hint > 1.0  # ~d+1 vertices per random point
-    monkeypatch.setattr(numba_backend, "_vertex_fraction_hint", 1e-6)
-    cramped = numba_backend.NumbaLatticeOps(points, batch, n)
-    assert cramped.num_vertices == roomy.num_vertices
-    torch.testing.assert_close(_filter(cramped, values), _filter(roomy, values))
-
-
-def test_channel_groups_split_the_tasks_evenly_among_threads() -> None:
-    assert numba_backend._channel_groups(21, 1, 2) == 4  # 6, 5, 5, 5 channels
-    assert numba_backend._channel_groups(21, 4, 2) == 3  # 12 tasks of 7 channels
-    assert numba_backend._channel_groups(1, 1, 2) == 1  # cannot split one channel
-    assert numba_backend._channel_groups(3, 1, 4) == 3
+def test_blur_by_groups_of_channels_equals_blur_of_all(monkeypatch) -> None:
+    # Large lattices are blurred 8 channels at a time: the same passes, entry by entry.
+    batch, n, d = 1, 3000, 3
+    ops = numba_backend.NumbaLatticeOps(_points(batch, n, d), batch, n)
+    lattice = np.random.default_rng(0).random((ops.num_vertices + 1, 21)).astype(np.float32)
+    lattice[-1] = 0.0
+    order = np.array(ops._plan.directions, np.int64)
+    args = (ops._forward, ops._backward, order, np.float32(0.75), np.float32(0.125))
+    whole = numba_backend._blur_serial(lattice.copy(), np.empty_like(lattice), *args)
+    monkeypatch.setattr(numba_backend, "_GROUPED_BLUR_BYTES", 0)
+    grouped = numba_backend._blur(lattice.copy(), *args)
+    np.testing.assert_array_equal(grouped, whole)
 
 
 def test_loading_the_backend_keeps_pytorchs_thread_count() -> None:

@@ -1,18 +1,17 @@
 """The numba lattice backend: the same operator as the PyTorch one, in JIT-compiled CPU loops.
 
-numba is a core dependency: kernels are compiled on first use and cached, so users never need a
-compiler. Construction is one pass over the points: blocks of 64 points are elevated and
-rounded to their simplices with loops that run across the block's points (so they vectorize,
+Optional (``pip install weakseg[fast]``): kernels are compiled on first use and cached, so users
+never need a compiler. Construction is one pass over the points: blocks of 64 points are elevated
+and rounded to their simplices with loops that run across the block's points (so they vectorize,
 3x faster than point by point), then each point's d + 1 vertex keys are hashed in an
-open-addressing table, sized from the previous lattice's vertex count. The points of every
-batch element are cut into parts when there are fewer elements than threads, each part with its
-own table, and the parts' vertices are merged into one compact table per element, which also
-serves the neighbour lookups. Every element's vertices are numbered from 0 and its neighbour
-lists point within it. Key bounds come from the features' bounding box (no pass over the
-points). Filtering is one parallel region of independent tasks, one per batch element and group
-of channels: splat into the element's own lattice, blur, slice (:func:`_filter_py`), so that a
-batch costs its images' sum. Values stay channel-major ``[B, C, N]`` throughout. Large work
-arrays are reused from lattice to lattice (:class:`_ArrayPool`). Tested equal to
+open-addressing table. The points of every batch element are cut into parts when there are fewer
+elements than threads, each part with its own table, and the parts' vertices are merged into one
+compact table per element, which also serves the neighbour lookups. Key bounds come from the
+features' bounding box (no pass over the points). Splat accumulates into one buffer per thread,
+blur and slice run in parallel over vertices and points; small lattices blur serially, because
+starting a parallel region costs more than a pass. Values stay channel-major ``[B, C, N]``
+throughout. Large work arrays are reused from lattice to lattice (:class:`_ArrayPool`). Tested
+equal to
 :mod:`weakseg.filtering._lattice_torch` up to floating-point rounding.
 """
 
@@ -348,9 +347,9 @@ _SERIAL_ENTRIES = 1 << 21  # vertex indices (points x (d+1)) renumbered on one t
 _SERIAL_VERTICES = 1 << 15  # lattice vertices whose neighbours are looked up on one thread
 
 
-def _localize_py(local, remap, points_per_batch, parts):  # pragma: no cover - compiled
-    """Turn the task-local vertex index of every entry into its number within its batch element
-    (``remap``), in place; nothing to do with one task per element."""
+def _globalize_py(local, remap, offsets, points_per_batch, parts):  # pragma: no cover
+    """Turn the task-local vertex index of every entry into its global number (its number within
+    its batch element plus the element's offset), in place."""
     tasks = remap.shape[0]
     d1 = local.shape[0] // (tasks // parts * points_per_batch)
     part_size = (points_per_batch + parts - 1) // parts
@@ -358,44 +357,46 @@ def _localize_py(local, remap, points_per_batch, parts):  # pragma: no cover - c
         b, part = task // parts, task % parts
         start = b * points_per_batch + part * part_size
         stop = min((b + 1) * points_per_batch, start + part_size)
-        numbers = remap[task]
-        for e in range(start * d1, stop * d1):
-            local[e] = numbers[local[e]]
+        offset = np.int32(offsets[b])
+        if parts == 1:  # one task per element: numbers are the task-local indices (vectorizes)
+            for e in range(start * d1, stop * d1):
+                local[e] += offset
+        else:
+            numbers = remap[task]
+            for e in range(start * d1, stop * d1):
+                local[e] = numbers[local[e]] + offset
 
 
-_localize = njit(parallel=True, cache=True)(_localize_py)
-_localize_serial = njit(cache=True)(_localize_py)
+_globalize = njit(parallel=True, cache=True)(_globalize_py)
+_globalize_serial = njit(cache=True)(_globalize_py)
 
 
 def _neighbors_py(keys, unique, offsets, table_keys, table_index, zero_extra, along):
     # pragma: no cover - compiled
-    """Number (within its batch element) of each vertex's neighbour along each lattice
-    direction, both ways: ``[d+1, M]``, vertex ``offsets[b] + m`` of element b in column
-    ``offsets[b] + m``, ``unique[b]`` (the element's all-zero row) where there is none. One
-    parallel loop over all vertices of all batch elements."""
+    """Global number of each vertex's neighbour along each lattice direction, both ways
+    ([d+1, M+1], M for an absent vertex and for the all-zero row M). One parallel loop over
+    all vertices of all batch elements."""
     d1 = along.shape[0]
     num_vertices = offsets[-1] + unique[-1]
     capacity_bits = np.int64(0)
     while (1 << capacity_bits) < table_keys.shape[1]:
         capacity_bits += 1
     mask, shift = table_keys.shape[1] - 1, 64 - capacity_bits
-    forward = np.empty((d1, num_vertices), np.int32)
-    backward = np.empty((d1, num_vertices), np.int32)
+    forward = np.full((d1, num_vertices + 1), num_vertices, np.int32)
+    backward = np.full((d1, num_vertices + 1), num_vertices, np.int32)
     element = np.empty(num_vertices, np.int32)  # batch element of each vertex
     for b in range(unique.shape[0]):
         element[offsets[b] : offsets[b] + unique[b]] = b
-    for v in prange(num_vertices):
-        for j in range(d1):
-            backward[j, v] = unique[element[v]]
     for v in prange(num_vertices):
         b = element[v]
         key = keys[b, v - offsets[b]]
         extra = zero_extra if key % d1 == 0 else 0
         for j in range(d1):
             index = _lookup(table_keys[b], table_index[b], key + extra + along[j], mask, shift)
-            forward[j, v] = unique[b] if index < 0 else index
             if index >= 0:
-                backward[j, offsets[b] + index] = v - offsets[b]  # one predecessor along j
+                found = offsets[b] + index
+                forward[j, v] = found
+                backward[j, found] = v  # one predecessor along j
     return forward, backward
 
 
@@ -403,159 +404,165 @@ _neighbors = njit(parallel=True, cache=True)(_neighbors_py)
 _neighbors_serial = njit(cache=True)(_neighbors_py)
 
 
-@njit(cache=True)
-def _channel_range(group, groups, channels):  # pragma: no cover - compiled
-    """Channels ``first .. stop`` of ``group`` out of ``groups`` (sizes differ by at most 1)."""
-    return group * channels // groups, (group + 1) * channels // groups
+@njit(parallel=True, cache=True)
+def _splat(values, vertex_of_entry, bary, point_weight, partial):  # pragma: no cover - compiled
+    """Lattice values [M + 1, C] of channel-major ``values [B, C, N]``, each point's values
+    times ``point_weight[b N + i]`` (all ones when ``point_weight`` is empty); returned in
+    ``partial[0]``.
 
-
-@njit(cache=True)
-def _splat_task(values, b, first, stop, vertex_of_entry, bary, point_weight, lattice, block):
-    # pragma: no cover - compiled
-    """Splat channels ``first .. stop`` of element b of ``values [B, C, N]`` (times the point
-    weights, if any) into ``lattice [M_b + 1, stop - first]``, zeroed first. Points are read in
-    blocks transposed on the fly: reading the channels of one point directly strides by N, and
-    for power-of-two N the streams collide in the same cache sets (measured 10x slower)."""
-    n = values.shape[2]
+    Each thread accumulates a range of points into its own buffer ``partial[t]`` (``partial``
+    is ``[threads, M + 1, C]``, contents overwritten). Points are read in blocks
+    that are transposed on the fly: reading the C channels of one point directly would stride
+    by N, and for power-of-two N the C streams collide in the same cache sets (measured 10x
+    slower at 512 x 512).
+    """
+    batch, channels, n = values.shape
+    num_threads = partial.shape[0]
     d1 = bary.shape[1]
-    width = stop - first
     weighted = point_weight.shape[0] > 0
-    lattice[:] = 0
-    for start in range(0, n, _BLOCK):
-        end = min(n, start + _BLOCK)
-        for c in range(width):
-            for i in range(start, end):
-                block[i - start, c] = values[b, first + c, i]
-        for i in range(start, end):
-            p = b * n + i
-            scale = point_weight[p] if weighted else values.dtype.type(1)
-            for k in range(d1):
-                vertex = vertex_of_entry[p * d1 + k]
-                weight = bary[p, k] * scale
-                for c in range(width):
-                    lattice[vertex, c] += weight * block[i - start, c]
+    blocks_per_image = (n + _BLOCK - 1) // _BLOCK
+    tasks = batch * blocks_per_image
+    per_thread = (tasks + num_threads - 1) // num_threads
+    for t in prange(num_threads):
+        partial[t] = 0
+        block = np.empty((_BLOCK, channels), values.dtype)
+        for task in range(t * per_thread, min(tasks, (t + 1) * per_thread)):
+            b, start = task // blocks_per_image, (task % blocks_per_image) * _BLOCK
+            stop = min(n, start + _BLOCK)
+            for c in range(channels):
+                for i in range(start, stop):
+                    block[i - start, c] = values[b, c, i]
+            for i in range(start, stop):
+                p = b * n + i
+                scale = point_weight[p] if weighted else values.dtype.type(1)
+                for k in range(d1):
+                    vertex = vertex_of_entry[p * d1 + k]
+                    weight = bary[p, k] * scale
+                    for c in range(channels):
+                        partial[t, vertex, c] += weight * block[i - start, c]
+    lattice = partial[0]
+    for t in range(1, num_threads):
+        lattice += partial[t]
+    return lattice
 
 
 @njit(cache=True)
-def _blur_task(lattice, scratch, forward, backward, offset, directions, center, neighbor):
+def _blur_rows(current, blurred, forward, backward, j, start, stop, center, neighbor):
     # pragma: no cover - compiled
-    """The passes ``[neighbor, center, neighbor]`` along ``directions`` over one element's
-    lattice values ``[M_b + 1, w]`` (row M_b, absent vertices, stays zero), alternating with
-    ``scratch``; the result ends in ``lattice``. ``forward``/``backward [d+1, M]`` hold the
-    element's neighbours from column ``offset`` on."""
-    rows = lattice.shape[0] - 1
-    width = lattice.shape[1]
-    scratch[rows] = 0
+    """Rows ``start .. stop`` of one pass ``[neighbor, center, neighbor]`` along direction j."""
+    for m in range(start, stop):
+        f, g = forward[j, m], backward[j, m]
+        for c in range(current.shape[1]):
+            blurred[m, c] = neighbor * (current[f, c] + current[g, c]) + center * current[m, c]
+
+
+@njit(parallel=True, cache=True)
+def _blur_parallel(lattice, scratch, forward, backward, directions, center, neighbor):
+    # pragma: no cover - compiled
+    """The passes, each in parallel over chunks of rows, alternating between ``lattice`` and
+    ``scratch`` (same shape); the result ends in ``lattice``."""
+    rows = lattice.shape[0]  # [M + 1, C], the last row (absent vertices) stays zero
+    chunks = (rows + _CHUNK - 1) // _CHUNK
     current, blurred = lattice, scratch
     for j in directions:
-        ahead, behind = forward[j, offset : offset + rows], backward[j, offset : offset + rows]
-        for m in range(rows):
-            f, g = ahead[m], behind[m]
-            for c in range(width):
-                blurred[m, c] = neighbor * (current[f, c] + current[g, c]) + center * current[m, c]
+        for chunk in prange(chunks):
+            start = chunk * _CHUNK
+            stop = min(rows, start + _CHUNK)
+            _blur_rows(current, blurred, forward, backward, j, start, stop, center, neighbor)
         current, blurred = blurred, current
     if directions.shape[0] % 2 == 1:
         lattice[:] = current
+    return lattice
 
 
 @njit(cache=True)
-def _slice_task(
-    lattice, b, first, vertex_of_entry, bary, scale, point_weight, out, accumulate, block
-):  # pragma: no cover - compiled
-    """Channels ``first ..`` of element b of ``out [B, C, N]`` from ``lattice [M_b + 1, w]``,
-    times ``scale`` and the point weights (if any), written or, if ``accumulate``, added, in
-    transposed blocks."""
-    n = out.shape[2]
+def _blur_serial(lattice, scratch, forward, backward, directions, center, neighbor):
+    # pragma: no cover - compiled
+    """As :func:`_blur_parallel`, on the calling thread."""
+    current, blurred = lattice, scratch
+    for j in directions:
+        _blur_rows(current, blurred, forward, backward, j, 0, lattice.shape[0], center, neighbor)
+        current, blurred = blurred, current
+    if directions.shape[0] % 2 == 1:
+        lattice[:] = current
+    return lattice
+
+
+# Every pass of the parallel version is a parallel region. Starting one costs ~0.1 ms with
+# numba's work-queue threading layer on the 2-core VM (more than a whole pass over a small
+# lattice), microseconds with the OpenMP one.
+_PARALLEL_BLUR_ENTRIES = 1 << 18  # lattice entries (rows x channels)
+# Larger lattices are blurred a group of channels at a time (see _blur).
+_GROUPED_BLUR_BYTES = 1 << 22
+_BLUR_GROUP = 8  # channels per group
+
+
+def _blur(lattice, forward, backward, directions, center, neighbor):
+    """``B^T B`` (or any sequence of passes) applied to lattice values ``[M + 1, C]`` in place
+    (also returned).
+
+    Every pass gathers two neighbour rows per vertex, at random. Above 4 MB of values, the
+    channels are blurred in groups of 8 (rows of 32 bytes in float32), whose smaller working
+    set stays in cache: measured 1.5-2x faster at 75k vertices x 21 channels (the bilateral
+    kernel of a 321 x 321 photo), and 10% slower than one pass over all channels at 42k x 21.
+    """
+    channels = lattice.shape[1]
+    if lattice.nbytes <= _GROUPED_BLUR_BYTES or channels <= _BLUR_GROUP:
+        return _blur_in_place(lattice, forward, backward, directions, center, neighbor)
+    for first in range(0, channels, _BLUR_GROUP):
+        columns = slice(first, min(channels, first + _BLUR_GROUP))
+        group = _POOL.take((lattice.shape[0], columns.stop - first), lattice.dtype)
+        group[:] = lattice[:, columns]
+        lattice[:, columns] = _blur_in_place(group, forward, backward, directions, center, neighbor)
+        _POOL.give(group)
+    return lattice
+
+
+def _blur_in_place(lattice, forward, backward, directions, center, neighbor):
+    """The passes over contiguous ``lattice`` values, with a scratch array from the pool."""
+    blur = _blur_parallel if lattice.size >= _PARALLEL_BLUR_ENTRIES else _blur_serial
+    scratch = _POOL.take(lattice.shape, lattice.dtype)
+    blur(lattice, scratch, forward, backward, directions, center, neighbor)
+    _POOL.give(scratch)
+    return lattice
+
+
+@njit(parallel=True, cache=True)
+def _slice(lattice, vertex_of_entry, bary, scale, out, num_threads, point_weight, accumulate):
+    # pragma: no cover - compiled
+    """Channel-major ``out [B, C, N]`` from lattice values [M + 1, C], times ``scale[b]`` and
+    ``point_weight[b N + i]`` (ones when empty), written or, if ``accumulate``, added, in
+    transposed blocks (folding the weights in saves passes over, and allocations of, the output)."""
+    batch, channels, n = out.shape
     d1 = bary.shape[1]
-    width = lattice.shape[1]
     weighted = point_weight.shape[0] > 0
-    factor = np.empty(_BLOCK, lattice.dtype)
-    for start in range(0, n, _BLOCK):
-        end = min(n, start + _BLOCK)
-        for i in range(start, end):
-            p = b * n + i
-            factor[i - start] = scale * point_weight[p] if weighted else scale
-            for c in range(width):
-                block[i - start, c] = 0
-            for k in range(d1):
-                vertex = vertex_of_entry[p * d1 + k]
-                weight = bary[p, k]
-                for c in range(width):
-                    block[i - start, c] += weight * lattice[vertex, c]
-        for c in range(width):
-            row = out[b, first + c]
-            if accumulate:
-                for i in range(start, end):
-                    row[i] += block[i - start, c] * factor[i - start]
-            else:
-                for i in range(start, end):
-                    row[i] = block[i - start, c] * factor[i - start]
-
-
-def _filter_py(
-    values,
-    vertex_of_entry,
-    bary,
-    offsets,
-    counts,
-    forward,
-    backward,
-    directions,
-    center,
-    neighbor,
-    scale,
-    in_weight,
-    out_weight,
-    out,
-    accumulate,
-    groups,
-    work,
-):  # pragma: no cover - compiled
-    """``out = diag(out_weight) scale[b] S^T B S diag(in_weight) values`` (``[B, C, N]``), in
-    ``B x groups`` independent tasks: each splats a group of channels of one batch element
-    into that element's own lattice, blurs it and slices it back. An element's vertices are
-    its own (numbered from 0, ``counts[b]`` of them, columns ``offsets[b] ..`` of the neighbour
-    tables), so a task's working set, ``2 (M_b + 1) w`` values, is that of a single image
-    whatever the batch size, and no per-thread buffers need to be summed. ``work`` holds
-    ``2 (M + B) C`` values (uninitialized)."""
-    batch, channels, _ = values.shape
-    half = work.shape[0] // 2
-    for task in prange(batch * groups):
-        b, group = task // groups, task % groups
-        first, stop = _channel_range(group, groups, channels)
-        width = stop - first
-        rows = counts[b] + 1
-        base = (offsets[b] + b) * channels + rows * first
-        lattice = work[base : base + rows * width].reshape((rows, width))
-        scratch = work[half + base : half + base + rows * width].reshape((rows, width))
-        block = np.empty((_BLOCK, width), values.dtype)
-        _splat_task(values, b, first, stop, vertex_of_entry, bary, in_weight, lattice, block)
-        _blur_task(lattice, scratch, forward, backward, offsets[b], directions, center, neighbor)
-        _slice_task(
-            lattice, b, first, vertex_of_entry, bary, scale[b], out_weight, out, accumulate, block
-        )
+    blocks_per_image = (n + _BLOCK - 1) // _BLOCK
+    tasks = batch * blocks_per_image
+    per_thread = (tasks + num_threads - 1) // num_threads
+    for t in prange(num_threads):
+        block = np.empty((_BLOCK, channels), lattice.dtype)
+        factor = np.empty(_BLOCK, lattice.dtype)
+        for task in range(t * per_thread, min(tasks, (t + 1) * per_thread)):
+            b, start = task // blocks_per_image, (task % blocks_per_image) * _BLOCK
+            stop = min(n, start + _BLOCK)
+            for i in range(start, stop):
+                p = b * n + i
+                factor[i - start] = scale[b] * point_weight[p] if weighted else scale[b]
+                for c in range(channels):
+                    block[i - start, c] = 0
+                for k in range(d1):
+                    vertex = vertex_of_entry[p * d1 + k]
+                    weight = bary[p, k]
+                    for c in range(channels):
+                        block[i - start, c] += weight * lattice[vertex, c]
+            for c in range(channels):
+                if accumulate:
+                    for i in range(start, stop):
+                        out[b, c, i] += block[i - start, c] * factor[i - start]
+                else:
+                    for i in range(start, stop):
+                        out[b, c, i] = block[i - start, c] * factor[i - start]
     return out
-
-
-_filter = njit(parallel=True, cache=True)(_filter_py)
-_filter_serial = njit(cache=True)(_filter_py)
-# Tasks under this many point-channels run on the calling thread: every parallel region ends
-# at a barrier, and where the cores are busy with other work one descheduled thread stalls it
-# for a scheduler time slice (measured: 0.1 ms of work taking 30 ms on 2 loaded cores).
-_SERIAL_FILTER_WORK = 1 << 15
-# Channels per task: rows of at most 8 values (32 bytes in float32) keep a task's lattice in
-# cache during the passes' random gathers.
-_MAX_GROUP = 8
-
-
-def _channel_groups(channels: int, batch: int, threads: int) -> int:
-    """Groups of channels per batch element: the fewest with at most ``_MAX_GROUP`` channels
-    each, more until the ``batch x groups`` tasks divide evenly among the threads (where the
-    channels allow)."""
-    groups = -(-channels // _MAX_GROUP)
-    while (batch * groups) % threads and groups < channels:
-        groups += 1
-    return groups
 
 
 @njit(cache=True, fastmath=True)
@@ -637,6 +644,27 @@ def _exact_degrees(points, samples, neighbors, points_per_batch, batch):  # prag
     return out
 
 
+@njit(cache=True)
+def _splat_ones(vertex_of_entry, bary, num_vertices):  # pragma: no cover - compiled
+    lattice = np.zeros((num_vertices + 1, 1), bary.dtype)
+    d1 = bary.shape[1]
+    for p in range(bary.shape[0]):
+        for k in range(d1):
+            lattice[vertex_of_entry[p * d1 + k], 0] += bary[p, k]
+    return lattice
+
+
+@njit(cache=True)
+def _slice_at(lattice, vertex_of_entry, bary, points):  # pragma: no cover - compiled
+    d1 = bary.shape[1]
+    out = np.zeros(points.shape[0], np.float64)
+    for s in range(points.shape[0]):
+        p = points[s]
+        for k in range(d1):
+            out[s] += bary[p, k] * lattice[vertex_of_entry[p * d1 + k], 0]
+    return out
+
+
 def _layout_from_feature_range(
     feature_range: tuple[np.ndarray, np.ndarray], elevation: np.ndarray
 ) -> KeyLayout | None:
@@ -684,13 +712,6 @@ class _ArrayPool:
                     return self._arrays.pop(i)
         return np.empty(shape, dtype)
 
-    def take_flat(self, count: int, dtype: np.dtype | type) -> np.ndarray:
-        """A flat array of at least ``count`` elements (uninitialized): its length rounded up
-        to 1/8 steps between powers of two, so that lattices of slightly different sizes (the
-        vertex count follows the image's content) reuse one array. Slice it, give it back."""
-        step = 1 << max(0, count.bit_length() - 4)
-        return self.take((-(-count // step) * step,), dtype)
-
     def give(self, *arrays: np.ndarray) -> None:
         """Keep ``arrays`` (which their giver must no longer use) for a later :meth:`take`."""
         with self._lock:
@@ -720,36 +741,6 @@ class _ArrayPool:
 
 
 _POOL = _ArrayPool(max_bytes=256 << 20)
-
-
-# Vertices per point (per task) of the last lattice built: the next one sizes its hash tables
-# from it. Tables sized for the worst case (as many vertices as points) are 10-20x too large for
-# image features, whose neighbouring pixels share simplices, and far slower to clear and probe.
-_vertex_fraction_hint = 1.0
-
-
-def _hash_vertices(
-    inputs: tuple, tasks: int, part_size: int, bary: np.ndarray, local: np.ndarray
-) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
-    """Run :func:`_splat_weights_and_vertices` (``inputs``: its first six arguments) with
-    tables at most a third full for the hinted vertex count, growing them and hashing again
-    when one fills up. Returns the tables (from the pool; give them back) and the counts."""
-    global _vertex_fraction_hint
-    expected = max(1.0, part_size * _vertex_fraction_hint)
-    bits = max(10, math.ceil(math.log2(3 * expected)))
-    while True:
-        hashing = (
-            _POOL.take((tasks, 1 << bits), np.int64),  # slot keys
-            _POOL.take((tasks, 1 << bits), np.int32),  # slot indices
-            _POOL.take((tasks, 1 << (bits - 1)), np.int64),  # keys in order of insertion
-        )
-        hashing[0].fill(_EMPTY)
-        counts = _splat_weights_and_vertices(*inputs, hashing, bits, bary, local)
-        if counts.min() >= 0:
-            _vertex_fraction_hint = float(counts.max()) / max(1, part_size)
-            return hashing, counts
-        _POOL.give(*hashing)
-        bits += 2  # a table more than half full: grow and hash again
 
 
 class NumbaLattice:
@@ -788,42 +779,64 @@ class NumbaLattice:
         # Enough tasks to keep every thread busy: each batch element cut into `parts`.
         parts = self._threads // math.gcd(batch_size, self._threads)
         part_size = -(-points_per_batch // parts)
+        bits = max(10, math.ceil(math.log2(max(2, part_size))) + 1)
         tasks = batch_size * parts
         self._bary = _POOL.take((array.shape[0], d + 1), array.dtype)
         local = _POOL.take((array.shape[0] * (d + 1),), np.int32)
         weakref.finalize(self, _POOL.give, self._bary, local)  # for the next lattice
-        hashing, counts = _hash_vertices(
-            (array, elevation, low, strides, points_per_batch, parts),
-            tasks,
-            part_size,
-            self._bary,
-            local,
-        )
-        if parts == 1:  # each element's table is already compact: its numbers are final
-            table_keys, table_index, keys = hashing
-            unique = counts
-        else:
-            # The largest element's vertex count (parts may share vertices: an upper bound).
-            most = int(counts.reshape(batch_size, parts).sum(axis=1).max())
-            compact_bits = max(4, math.ceil(math.log2(max(2, most))) + 1)
-            number = _number_vertices if batch_size > 1 else _number_vertices_serial
-            remap, table_keys, table_index, keys, unique = number(
-                counts, hashing[2], parts, compact_bits
+        while True:
+            hashing = (
+                _POOL.take((tasks, 1 << bits), np.int64),  # slot keys
+                _POOL.take((tasks, 1 << bits), np.int32),  # slot indices
+                _POOL.take((tasks, 1 << (bits - 1)), np.int64),  # keys in order of insertion
             )
+            hashing[0].fill(_EMPTY)
+            counts = _splat_weights_and_vertices(
+                array,
+                elevation,
+                low,
+                strides,
+                points_per_batch,
+                parts,
+                hashing,
+                bits,
+                self._bary,
+                local,
+            )
+            if counts.min() >= 0:
+                break
+            _POOL.give(*hashing)
+            bits += 1  # a table more than half full: grow and hash again
+        # The largest element's vertex count (parts may share vertices: an upper bound).
+        most = int(counts.reshape(batch_size, parts).sum(axis=1).max())
+        compact_bits = max(4, math.ceil(math.log2(max(2, most))) + 1)
+        number = _number_vertices if batch_size > 1 else _number_vertices_serial
+        remap, table_keys, table_index, keys, unique = number(
+            counts, hashing[2], parts, compact_bits
+        )
+        _POOL.give(*hashing)
         offsets = np.concatenate([np.zeros(1, np.int64), np.cumsum(unique)[:-1]])
-        if parts > 1:  # one task per element: the task-local indices are the numbers already
-            localize = _localize if local.shape[0] > _SERIAL_ENTRIES else _localize_serial
-            localize(local, remap, points_per_batch, parts)
-        self._vertex_of_entry = local  # vertex numbers within each batch element
-        self._offsets, self._counts = offsets, unique
+        globalize = _globalize if local.shape[0] > _SERIAL_ENTRIES else _globalize_serial
+        globalize(local, remap, offsets, points_per_batch, parts)
+        self._vertex_of_entry = local
         self.num_vertices = int(unique.sum())
         zero_extra, along = layout.neighbor_offsets(d)
         neighbors = _neighbors if self.num_vertices > _SERIAL_VERTICES else _neighbors_serial
         self._forward, self._backward = neighbors(
             keys, unique, offsets, table_keys, table_index, zero_extra, np.array(along, np.int64)
         )
-        _POOL.give(*hashing)
         self._plan = BlurPlan.for_dims(d, symmetric)
+
+    def _blur(self, lattice: np.ndarray, plan: BlurPlan) -> np.ndarray:
+        """The passes of ``plan`` over lattice values ``[M + 1, C]``, in place."""
+        return _blur(
+            lattice,
+            self._forward,
+            self._backward,
+            np.array(plan.directions, np.int64),
+            lattice.dtype.type(plan.center),
+            lattice.dtype.type(plan.neighbor),
+        )
 
     def _sync_threads(self) -> int:
         """The numba threads to use: as many as PyTorch uses (``torch.set_num_threads``)
@@ -852,9 +865,12 @@ class NumbaLattice:
 
     def lattice_degrees_array(self, samples: np.ndarray) -> np.ndarray:
         """``(S^T B S 1)_p`` for p in ``samples`` of every batch element: [B, S]."""
-        ones = np.ones((self.batch_size, 1, self.points_per_batch), self._bary.dtype)
-        degrees = self.apply_array(ones, np.ones(self.batch_size, self._bary.dtype))
-        return degrees[:, 0, samples.astype(np.int64)]
+        lattice = _splat_ones(self._vertex_of_entry, self._bary, self.num_vertices)
+        lattice = self._blur(lattice, self._plan)
+        offsets = np.arange(self.batch_size)[:, None] * self.points_per_batch
+        points = (offsets + samples.astype(np.int64)[None, :]).reshape(-1)
+        out = _slice_at(lattice, self._vertex_of_entry, self._bary, points)
+        return out.astype(self._bary.dtype).reshape(self.batch_size, -1)
 
     def apply_array(
         self,
@@ -870,12 +886,15 @@ class NumbaLattice:
         in the compute dtype (``B^T`` for ``B`` if ``transpose``), the point weights ``[B, N]``
         (``None``: ones) folded into the splat and the slice. Written into ``out`` (contiguous
         ``[B, C, N]``) when given, or added to it if ``accumulate``; else into a new array
-        (from the pool: see :meth:`_ArrayPool.output`). One parallel region (see
-        :func:`_filter_py`)."""
+        (from the pool: see :meth:`_ArrayPool.output`)."""
         self._threads = self._sync_threads()
         array = np.ascontiguousarray(values)
         dtype = array.dtype
-        batch, channels, _ = array.shape
+        partial = _POOL.take((self._threads, self.num_vertices + 1, array.shape[1]), dtype)
+        lattice = _splat(
+            array, self._vertex_of_entry, self._bary, _weights_array(in_weight, dtype), partial
+        )
+        lattice = self._blur(lattice, self._plan.transposed() if transpose else self._plan)
         if out is None:
             out, accumulate = _POOL.output(array.shape, dtype), False
         elif out.shape != array.shape or out.dtype != dtype or not out.flags.c_contiguous:
@@ -883,30 +902,17 @@ class NumbaLattice:
                 f"out must be a contiguous {dtype} array of shape {array.shape}, "
                 f"got {out.dtype} {out.shape}"
             )
-        plan = self._plan.transposed() if transpose else self._plan
-        groups = _channel_groups(channels, batch, self._threads)
-        work = _POOL.take_flat(2 * (self.num_vertices + batch) * channels, dtype)
-        kernel = _filter if array.size >= _SERIAL_FILTER_WORK else _filter_serial
-        kernel(
-            array,
+        _slice(
+            lattice,
             self._vertex_of_entry,
             self._bary,
-            self._offsets,
-            self._counts,
-            self._forward,
-            self._backward,
-            np.array(plan.directions, np.int64),
-            dtype.type(plan.center),
-            dtype.type(plan.neighbor),
             np.asarray(scale, dtype=dtype),
-            _weights_array(in_weight, dtype),
-            _weights_array(out_weight, dtype),
             out,
+            self._threads,
+            _weights_array(out_weight, dtype),
             accumulate,
-            groups,
-            work[: 2 * (self.num_vertices + batch) * channels],
         )
-        _POOL.give(work)
+        _POOL.give(partial)
         return out
 
 
