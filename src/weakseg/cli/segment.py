@@ -38,10 +38,10 @@ _VOLUME_SUFFIXES = (".nii", ".nii.gz", ".h5", ".hdf5")
 DEFAULTS = {
     "sigma_xy": 40.0,
     "sigma_rgb": 13.0,
-    "weight": 2.0,
+    "weight": 2.5,
     "grid_weight": 2.0,
     "appearance_weight": 1.0,
-    "distance_weight": 0.5,
+    "distance_weight": 0.3,
     "n_outer": 3,
 }
 
@@ -66,7 +66,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--sigma-rgb", type=float, default=None, help="intensity units (13; 15)")
     parser.add_argument(
-        "--weight", type=float, default=None, help="dense CRF weight (2; logit field: 1)"
+        "--weight",
+        type=float,
+        default=None,
+        help="dense CRF weight (2.5, less where classes share colours; logit field: 1)",
     )
     parser.add_argument(
         "--grid-weight", type=float, default=DEFAULTS["grid_weight"],
@@ -78,7 +81,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )  # fmt: skip
     parser.add_argument(
         "--distance-weight", type=float, default=DEFAULTS["distance_weight"],
-        help="cost of distance to the class's scribbles, per scribble size",
+        help="cost of distance to the class's scribbles, per scribble size (0.3, more where "
+        "classes share colours)",
     )  # fmt: skip
     parser.add_argument(
         "--outer", type=int, default=DEFAULTS["n_outer"], help="appearance re-estimations"
