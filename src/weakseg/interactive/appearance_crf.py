@@ -299,8 +299,8 @@ def segment_image(
             scaling) mean Dice 0.752 -> 0.798, photos' mean error 4.38 -> 4.35%.
         n_outer, n_iter: outer iterations (mean field, then re-learned appearance) and mean-field
             updates in each, on the coarse grid.
-        n_fine: mean-field updates at full resolution (with ``previous``: all of them there,
-            ``n_fine + n_iter`` in all, the appearance re-learned once halfway).
+        n_fine: mean-field updates at full resolution (with ``previous``: ``n_iter // 4``
+            there first, then the appearance re-learned and ``n_fine`` more).
         coarse_pixels: about this many points on the coarse grid (integer downsampling factor).
         background: the class whose first colour model also counts every unlabeled pixel
             (GrabCut's start: colours that no scribble shows go to the background until the
@@ -419,7 +419,9 @@ def segment_image(
         # The new scribbles correct the previous result: the colour models start from them
         # alone, as in a first call, and take the (then corrected) regions at the next fit.
         models.fit(_fit_weights(onehot_full.astype(np.float32), onehot_full))
-        fine_iters = [n_iter // 2, n_fine + n_iter - n_iter // 2]
+        # 2 + 3 updates (was 4 + 7): photos with strokes added, warm work 0.74 of a first
+        # call's (was 0.94), mean error 4.46% (was 4.47%; a first call: 3.86%).
+        fine_iters = [max(1, n_iter // 4), n_fine]
 
     _, clamp, distances, filt, degree, grid = level(1)
     q[:, clamp[0]] = clamp[1]
