@@ -29,9 +29,7 @@ import shlex
 from pathlib import Path
 
 from weakseg.errors import ConfigError
-from weakseg.recipes.demo_runs import DemoSettings
-
-DEFAULT_THREADS = 2  # = weakseg.recipes.demo.DEFAULT_THREADS (that module imports torch)
+from weakseg.recipes.demo_runs import DEFAULT_THREADS, DemoSettings
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -52,7 +52,7 @@ from weakseg.engine.loaders import build_datasets, build_val_loader
 from weakseg.engine.metrics import ConfusionMatrix, boundary_band
 from weakseg.engine.train import Hook, Run, build, fit, save
 from weakseg.errors import ConfigError
-from weakseg.recipes.demo_runs import AFFINITY, DEMO_RUNS, DemoRun, DemoSettings
+from weakseg.recipes.demo_runs import AFFINITY, DEFAULT_THREADS, DEMO_RUNS, DemoRun, DemoSettings
 from weakseg.viz.gradients import (
     gradient_regularizers,
     regularizer_gradients,
@@ -88,9 +88,6 @@ __all__ = [
     "run_demo",
     "train_run",
 ]
-
-#: The demo's CPU threads unless told otherwise (the README's numbers are those of 2 threads).
-DEFAULT_THREADS = 2
 
 
 def demo_config(

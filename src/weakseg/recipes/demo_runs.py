@@ -6,9 +6,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["AFFINITY", "DEMO_RUNS", "DemoRun", "DemoSettings"]
+__all__ = ["AFFINITY", "DEFAULT_THREADS", "DEMO_RUNS", "DemoRun", "DemoSettings"]
 
 # The regularizers' bandwidths: colour differences of ~15 grey levels, objects of ~10-30 px.
+#: The demo's CPU threads unless told otherwise (the README's numbers are those of 2 threads).
+DEFAULT_THREADS = 2
+
 AFFINITY = {"sigma_rgb": 15.0, "sigma_xy": 20.0, "normalization": "affinity"}
 
 
