@@ -137,3 +137,23 @@ def test_pretrained_file_mismatch_errors(tmp_path) -> None:
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(ValueError, match=r"list.pth does not hold a state dict of tensors"):
         build_model("unet", 3, pretrained=tmp_path / "list.pth")
+
+
+def test_unet_channels_last_same_function_and_gradients() -> None:
+    """The channels-last U-Net is the same function with the same weight gradients as the NCHW
+    one (float64: other convolution algorithms, equal to rounding), returns NCHW logits, keeps
+    its weights NHWC through ``load_state_dict``, and is selectable through ``build_model``."""
+    torch.manual_seed(0)
+    plain = UNet(1, 4).double()
+    fast = build_model("unet", 4, in_channels=1, options={"channels_last": True}).double()
+    fast.load_state_dict(plain.state_dict())
+    weight = fast.encoder[1][0].weight  # [32, 16, 3, 3]: NHWC differs from NCHW
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    x = torch.randn(2, 1, 37, 45, dtype=torch.float64)
+    out_plain, out_fast = plain(x), fast(x)
+    assert out_fast.is_contiguous() and out_fast.shape == (2, 4, 37, 45)
+    torch.testing.assert_close(out_fast, out_plain, rtol=1e-10, atol=1e-10)
+    out_plain.square().sum().backward()
+    out_fast.square().sum().backward()
+    for (name, p), q in zip(plain.named_parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-9, msg=name)

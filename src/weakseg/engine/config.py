@@ -254,7 +254,7 @@ class ModelSettings:
     pretrained: str | None = None  # None | imagenet | PATH (e.g. phase-1 checkpoint)
     output_stride: int | None = None
     sync_bn: bool = False
-    # architecture options of the model (unet: base_channels, depth, dropout)
+    # architecture options of the model (unet: base_channels, depth, dropout, channels_last)
     model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def check_model(self, source: str) -> None:

@@ -94,7 +94,9 @@ def _backbone(name: str, output_stride: int, in_channels: int) -> nn.Module:
 
 
 # The architecture options a model accepts through build_model(..., options=...).
-MODEL_OPTIONS: dict[str, tuple[str, ...]] = {"unet": ("base_channels", "depth", "dropout")}
+MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
+    "unet": ("base_channels", "depth", "dropout", "channels_last")
+}
 
 
 def _construct(
@@ -138,7 +140,7 @@ def build_model(
             backbone (see :func:`load_pretrained`).
         output_stride: 8 or 16 for the dilated-backbone models; ``None`` = the network's default.
         options: architecture keyword arguments among :data:`MODEL_OPTIONS` of ``name`` (U-Net:
-            ``base_channels``, ``depth``, ``dropout``).
+            ``base_channels``, ``depth``, ``dropout``, ``channels_last``).
 
     Returns:
         The model (train mode); ``model(x [B, in_channels, H, W])`` gives logits ``[B, K, H, W]``.

@@ -38,6 +38,10 @@ class UNet(nn.Module):
         base_channels: channels of the first level.
         depth: number of 2x poolings (>= 1).
         dropout: Dropout2d probability inside each block of the two deepest levels.
+        channels_last: keep the weights and activations in the channels-last memory format
+            (NHWC). Same results up to rounding; on CPU a training step at 160-224 px takes
+            about 0.7x the time (``benchmarks/train_step.py``). The logits are returned
+            contiguous (NCHW).
 
     Shape:
         ``Tensor[B, in_channels, H, W]`` -> logits ``Tensor[B, K, H, W]``.
@@ -55,6 +59,7 @@ class UNet(nn.Module):
         base_channels: int = 16,
         depth: int = 4,
         dropout: float = 0.0,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if depth < 1:
@@ -75,6 +80,9 @@ class UNet(nn.Module):
             self.reduce.append(nn.Conv2d(widths[level + 1], widths[level], 1))
             self.decoder.append(_DoubleConv(2 * widths[level], widths[level], 0.0))
         self.classifier = nn.Conv2d(widths[0], num_classes, 1)
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x [B, C, H, W]`` -> logits ``[B, K, H, W]``."""
@@ -83,6 +91,8 @@ class UNet(nn.Module):
         pad_h, pad_w = -height % multiple, -width % multiple
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))  # zero = the mean of a normalized image
+        if self.channels_last:  # both the input and the weights, or the convolutions use NCHW
+            x = x.contiguous(memory_format=torch.channels_last)
         skips = []
         for level, block in enumerate(self.encoder):
             if level > 0:
@@ -94,7 +104,8 @@ class UNet(nn.Module):
             skip = skips.pop()
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([skip, reduce(x)], dim=1))
-        return self.classifier(x)[..., :height, :width]
+        logits = self.classifier(x)[..., :height, :width]
+        return logits.contiguous() if self.channels_last else logits
 
     def extra_repr(self) -> str:
-        return f"depth={self.depth}"
+        return f"depth={self.depth}, channels_last={self.channels_last}"
