@@ -33,18 +33,21 @@ def _csr(rows: Tensor, cols: Tensor, values: Tensor, size: tuple[int, int]) -> T
         return torch.sparse_csr_tensor(rows, cols, values, size=size, check_invariants=False)
 
 
-def descending_rank(offset: Tensor) -> Tensor:
+def descending_rank(offset: Tensor, *, broadcast: bool | None = None) -> Tensor:
     """Rank of each entry within the rows of ``offset [P, d+1]``, 0 for the largest; of two equal
     entries the later one ranks lower: ``rank_i = #{j: o_j > o_i} + #{j < i: o_j = o_i}``, as
     the pairwise comparisons of Adams et al. give (much faster than sorting many rows of a few
-    entries). On a GPU, one broadcast comparison ``[P, d+1, d+1]`` (five launches whatever d);
-    on the CPU, where that broadcast runs 6x slower, one comparison per pair of columns."""
+    entries). With ``broadcast`` (the default off the CPU), one broadcast comparison
+    ``[P, d+1, d+1]`` (five launches whatever d); otherwise (the default on the CPU, where that
+    broadcast runs 6x slower) one comparison per pair of columns. Both give the same ranks."""
     d1 = offset.shape[1]
-    if offset.device.type != "cpu":
+    if broadcast is None:
+        broadcast = offset.device.type != "cpu"
+    if broadcast:
         mine, theirs = offset[:, :, None], offset[:, None, :]  # o_i, o_j
         before = torch.ones(d1, d1, dtype=torch.bool, device=offset.device).tril(-1)  # j < i
         return torch.where(before, theirs >= mine, theirs > mine).sum(dim=2)
-    rank = torch.zeros(offset.shape, dtype=torch.uint8)
+    rank = torch.zeros(offset.shape, dtype=torch.uint8, device=offset.device)
     for i in range(d1):
         for j in range(i + 1, d1):
             smaller = offset[:, i] < offset[:, j]
