@@ -8,6 +8,7 @@ from scipy import ndimage as ndi
 
 from weakseg.data.scribbles import (
     ScribbleStats,
+    background_outside_box,
     image_tags,
     shorten_scribbles,
     simulate_scribbles,
@@ -215,3 +216,27 @@ def test_simulated_acdc_scribbles_match_real_ones(acdc_root: Path) -> None:
         ratio = s["per_class"][name]["coverage"] / r["per_class"][name]["coverage"]
         assert 0.7 < ratio < 1.4, (name, ratio)  # 0.87-1.15 on these 65 slices
     assert s["disagreement_with_masks"] == 0.0
+
+
+def test_background_outside_box_numpy_and_tensor() -> None:
+    """Unlabeled pixels beyond the box of every scribbled pixel (background strokes included),
+    grown by the margin and clipped to the image, become background; the box's inside and the
+    scribbles are kept; a map without scribbles, or scribbles reaching every border, is
+    unchanged."""
+    scribbles = np.full((9, 11), 255, np.uint8)
+    scribbles[2, 3], scribbles[6, 4], scribbles[4, 8] = 0, 2, 1  # box rows 2-6, cols 3-8
+    out = background_outside_box(scribbles, 2, background=0)
+    assert out.dtype == np.uint8
+    outside = np.ones((9, 11), bool)
+    outside[0:9, 1:11] = False  # rows 0-8 (clipped), cols 1-10 (clipped)
+    assert (out[outside] == 0).all() and (out[~outside & (scribbles == 255)] == 255).all()
+    assert (out[scribbles != 255] == scribbles[scribbles != 255]).all()
+    tensor = background_outside_box(torch.from_numpy(scribbles).long(), 0, background=3)
+    assert tensor.dtype == torch.int64 and int((tensor == 3).sum()) == 9 * 11 - 5 * 6
+    empty = np.full((4, 4), 255, np.uint8)
+    assert (background_outside_box(empty, 0) == 255).all()
+    corners = empty.copy()
+    corners[0, 0], corners[3, 3] = 1, 0
+    assert (background_outside_box(corners, 0) == corners).all()
+    with pytest.raises(ValueError, match=r"margin must be an integer >= 0, got 1\.5"):
+        background_outside_box(scribbles, 1.5)

@@ -11,6 +11,7 @@ from weakseg.data.transforms import (
     RandomRot90Flip,
     RandomRotation,
     RandomScale,
+    ScribbleBoxPrior,
     ValidMask,
     denormalize,
     eval_transforms,
@@ -147,3 +148,30 @@ def test_denormalize_inverts_normalize_batched(channels: int) -> None:
     torch.testing.assert_close(denormalize(normalized, IMAGENET_MEAN, IMAGENET_STD), raw)
     with pytest.raises(ValueError, match="mean has 2 values but the image has 3 channels"):
         denormalize(torch.zeros(3, 2, 2), [1.0, 2.0], [1.0, 2.0])
+
+
+def test_scribble_box_prior_labels_outside_background_first_and_label_only() -> None:
+    """The prior acts on ``label`` before any geometry (the padding stays 255, invalid), the
+    full ``mask`` beside it is untouched, and a bad margin is refused."""
+    label = torch.full((10, 12), 255)
+    label[4, 5], label[5, 7] = 1, 0  # box rows 4-5, cols 5-7; margin 1 -> rows 3-6, cols 4-8
+    mask = torch.full((10, 12), 2)
+    sample = {
+        "image": tv_tensors.Image(torch.rand(1, 10, 12)),
+        "label": tv_tensors.Mask(label),
+        "mask": tv_tensors.Mask(mask),
+        "valid_mask": ValidMask(torch.ones(10, 12, dtype=torch.bool)),
+    }
+    out = ScribbleBoxPrior(1)(sample)
+    assert isinstance(out["label"], tv_tensors.Mask)
+    expected = torch.zeros(10, 12, dtype=torch.long)
+    expected[3:7, 4:9] = 255
+    expected[4, 5], expected[5, 7] = 1, 0
+    assert torch.equal(out["label"].as_subclass(torch.Tensor), expected)
+    assert torch.equal(out["mask"].as_subclass(torch.Tensor), mask)
+    padded = train_transforms(16, scale=None, hflip=0.0, box_margin=1)(sample)
+    valid = padded["valid_mask"].as_subclass(torch.Tensor)
+    background = int((padded["label"][valid] == 0).sum())
+    assert (padded["label"][~valid] == 255).all() and background == 10 * 12 - 4 * 5 + 1
+    with pytest.raises(ValueError, match="box margin must be an integer >= 0, got -1"):
+        ScribbleBoxPrior(-1)

@@ -121,3 +121,11 @@ def test_model_options_reach_the_network_and_the_checkpoint_config() -> None:
         load_config(None, ["model_options={dropuot: 0.1}"])
     with pytest.raises(ConfigError, match=r"model_options for model='deeplab_largefov'.*none"):
         load_config(None, ["model=deeplab_largefov", "model_options={depth: 2}"])
+
+
+def test_scribble_box_margin_checked() -> None:
+    assert TrainConfig.from_dict({"scribble_box_margin": 10}).scribble_box_margin == 10
+    with pytest.raises(ConfigError, match=r"scribble_box_margin must be >= 0 or null, got -1"):
+        TrainConfig.from_dict({"scribble_box_margin": -1})
+    with pytest.raises(ConfigError, match=r"applies to supervision scribbles or clicks, got "):
+        TrainConfig.from_dict({"scribble_box_margin": 5, "supervision": "full"})

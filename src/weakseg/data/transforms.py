@@ -29,6 +29,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from weakseg.data.scribbles import background_outside_box
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -36,6 +38,7 @@ __all__ = [
     "RandomRot90Flip",
     "RandomRotation",
     "RandomScale",
+    "ScribbleBoxPrior",
     "ValidMask",
     "eval_transforms",
     "train_transforms",
@@ -205,6 +208,32 @@ class RandomRot90Flip(v2.Transform):
         return tv_tensors.wrap(out.contiguous(), like=inpt)
 
 
+class ScribbleBoxPrior(v2.Transform):
+    """The training label's unlabeled pixels outside the scribbles' box, grown by ``margin``
+    pixels, become background (:func:`~weakseg.data.scribbles.background_outside_box`).
+
+    It reads the sample dict's ``"label"`` only (a full ``"mask"`` beside it is left alone), so
+    it must come first, before any resize or padding: pass it as ``box_margin`` to
+    :func:`train_transforms`.
+    """
+
+    def __init__(self, margin: int, background: int = 0) -> None:
+        super().__init__()
+        if int(margin) != margin or margin < 0:
+            raise ValueError(f"box margin must be an integer >= 0, got {margin!r}")
+        self.margin, self.background = int(margin), int(background)
+
+    def forward(self, *inputs: Any) -> Any:
+        sample = inputs[0] if len(inputs) == 1 else inputs
+        if not isinstance(sample, dict) or "label" not in sample:
+            raise TypeError("ScribbleBoxPrior needs a sample dict with a 'label'")
+        label = sample["label"]
+        prior = background_outside_box(
+            label.as_subclass(torch.Tensor), self.margin, background=self.background
+        )
+        return {**sample, "label": tv_tensors.wrap(prior, like=label)}
+
+
 def train_transforms(
     crop_size: int | Sequence[int],
     scale: tuple[float, float] | None = (0.5, 2.0),
@@ -213,9 +242,10 @@ def train_transforms(
     mean: Sequence[float] = IMAGENET_MEAN,
     rotation: float = 0.0,
     rot90_flip: bool = False,
+    box_margin: int | None = None,
 ) -> v2.Compose:
-    """Training augmentation: random scale, rotation, pad with mean / 255 / False, random
-    crop, rot90 + flip, horizontal flip, jitter.
+    """Training augmentation: the scribbles' box prior, random scale, rotation, pad with mean /
+    255 / False, random crop, rot90 + flip, horizontal flip, jitter.
 
     Args:
         crop_size: output (H, W), or one int for squares.
@@ -227,8 +257,12 @@ def train_transforms(
         rotation: maximum angle (degrees) of a random rotation; 0 = none.
         rot90_flip: one of the 8 orientations of the square (:class:`RandomRot90Flip`;
             square crops only).
+        box_margin: with an int, first :class:`ScribbleBoxPrior` with this margin (pixels):
+            unlabeled pixels beyond the grown box of the scribbles are background.
     """
     steps: list[v2.Transform] = []
+    if box_margin is not None:
+        steps.append(ScribbleBoxPrior(box_margin))
     if scale is not None:
         steps.append(RandomScale(scale))
     if rotation > 0:

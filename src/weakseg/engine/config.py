@@ -159,6 +159,9 @@ class DataSettings:
     val_split: str | None = "val"  # None: no validation
     supervision: str = "scribbles"  # scribbles | clicks | full | tags | unlabeled
     shorten_ratio: float = 1.0
+    # scribbles' box prior: unlabeled training pixels beyond the box of the scribbles, grown by
+    # this many pixels, are background (class 0); None = off
+    scribble_box_margin: int | None = None
     unlabeled_split: str | None = None  # semi-supervised: this split's images, without labels
     labeled_fraction: float = 1.0  # semi-supervised: share of train_split images keeping labels
     scribble_dir: str | None = None  # voc: ScribbleSup PNGs (default VOC2012/pascal_2012_scribble)
@@ -204,6 +207,17 @@ class DataSettings:
                     f"{self.scale_range} ({source})"
                 )
         _number_in(self, "shorten_ratio", 0.0, 1.0, source)
+        if self.scribble_box_margin is not None:
+            if self.scribble_box_margin < 0:
+                raise ConfigError(
+                    f"scribble_box_margin must be >= 0 or null, got {self.scribble_box_margin} "
+                    f"({source})"
+                )
+            if self.supervision not in ("scribbles", "clicks"):
+                raise ConfigError(
+                    f"scribble_box_margin applies to supervision scribbles or clicks, got "
+                    f"supervision={self.supervision!r} ({source})"
+                )
         _number_in(self, "hflip", 0.0, 1.0, source)
         _number_in(self, "jitter", 0.0, math.inf, source)
         for key in ("mean", "std"):

@@ -250,6 +250,7 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset | None, list[s
         mean=mean,
         rotation=config.rotation,
         rot90_flip=config.rot90_flip,
+        box_margin=config.scribble_box_margin,
     )
     if config.label_dir is not None:
         base = build_dataset(config, config.train_split, "unlabeled")
