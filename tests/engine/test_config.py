@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from weakseg.engine.config import ConfigError, TrainConfig, build_regularizers, load_config
 from weakseg.losses import DenseCRFLoss
@@ -129,3 +130,24 @@ def test_scribble_box_margin_checked() -> None:
         TrainConfig.from_dict({"scribble_box_margin": -1})
     with pytest.raises(ConfigError, match=r"applies to supervision scribbles or clicks, got "):
         TrainConfig.from_dict({"scribble_box_margin": 5, "supervision": "full"})
+
+
+def test_pce_class_balanced_reaches_the_objective() -> None:
+    """The objective's pCE follows ``pce_class_balanced`` (rebuilt when the setting changes)."""
+    from weakseg.losses import partial_cross_entropy
+
+    config = TrainConfig.from_dict({"losses": {}})
+    assert config.objective().pce_class_balanced is False
+    config.pce_class_balanced = True
+    objective = config.objective()
+    assert objective.pce_class_balanced is True
+    torch.manual_seed(0)
+    logits = torch.randn(1, 3, 6, 6)
+    labels = torch.full((1, 6, 6), 255)
+    labels[0, :4], labels[0, 5, 0] = 0, 2  # 24 pixels of class 0, one of class 2
+    total, _ = objective(logits, {"label": labels})
+    expected = partial_cross_entropy(logits, labels, class_balanced=True)
+    torch.testing.assert_close(total, expected)
+    assert expected != partial_cross_entropy(logits, labels)
+    with pytest.raises(ConfigError, match=r"'pce_class_balanced' must be true or false"):
+        TrainConfig.from_dict({"pce_class_balanced": "yes"})

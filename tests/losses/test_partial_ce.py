@@ -50,7 +50,38 @@ def test_module_equals_function():
     logits, labels = torch.randn(2, 3, 4, 4), _scribbles((2, 4, 4), 0.5)
     module = PartialCrossEntropy(ignore_index=255)
     assert module(logits, labels) == partial_cross_entropy(logits, labels)
-    assert repr(module) == "PartialCrossEntropy(ignore_index=255)"
+    assert repr(module) == "PartialCrossEntropy(ignore_index=255, class_balanced=False)"
+    balanced = PartialCrossEntropy(class_balanced=True)
+    assert balanced(logits, labels) == partial_cross_entropy(logits, labels, class_balanced=True)
+    with pytest.raises(TypeError, match="class_balanced must be True or False, got 1"):
+        PartialCrossEntropy(class_balanced=1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("spatial", [(6, 7), (3, 4, 5)], ids=["2d", "3d"])
+def test_class_balanced_is_cross_entropy_with_inverse_count_weights(device, spatial):
+    """Each present class weighs the same: ``F.cross_entropy`` with weights 1 / (labeled pixels
+    of the class), an absent class (here 2) weighing nothing; by hand on a 1-D case."""
+    logits = torch.randn(2, 4, *spatial, dtype=torch.float64, device=device)
+    labels = _scribbles((2, *spatial), 0.6).to(device)
+    labels[labels == 2] = 3
+    counts = torch.bincount(labels[labels != 255], minlength=4).double()
+    weight = torch.where(counts > 0, 1 / counts.clamp_min(1), 0.0)
+    expected = F.cross_entropy(logits, labels, weight=weight, ignore_index=255)
+    actual = partial_cross_entropy(logits, labels, class_balanced=True)
+    torch.testing.assert_close(actual, expected)
+    # two pixels of class 0 with CE a, b and one of class 1 with CE c: ((a + b) / 2 + c) / 2
+    line = torch.tensor([[[0.0, 1.0, 2.0]], [[0.5, 0.0, -1.0]]], dtype=torch.float64)[None]
+    ce = -line[0, :, 0].log_softmax(0)  # (2, 3): CE of class k at pixel p
+    by_hand = ((ce[0, 0] + ce[0, 1]) / 2 + ce[1, 2]) / 2
+    target = torch.tensor([[[0, 0, 1]]])
+    torch.testing.assert_close(partial_cross_entropy(line, target, class_balanced=True), by_hand)
+    empty = torch.full((2, *spatial), 255, device=device)
+    assert float(partial_cross_entropy(logits, empty, class_balanced=True)) == 0.0
+    grad_input = logits.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x: partial_cross_entropy(x, labels, class_balanced=True), (grad_input,)
+    )
 
 
 @pytest.mark.parametrize(

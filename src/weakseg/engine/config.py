@@ -291,6 +291,8 @@ class ObjectiveSettings:
 
     # loss: partial cross-entropy + these terms (densecrf_adm and sec replace the pCE)
     losses: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # partial cross-entropy: mean per class, then over the classes present in the batch
+    pce_class_balanced: bool = False
     # CRF-as-RNN layer after the network (Table 4): CRFasRNN keyword arguments; None = off
     crf_layer: dict[str, Any] | None = None
     # iterative proposals (ScribbleSup-style): every N epochs, predictions -> full-mask labels
@@ -300,20 +302,25 @@ class ObjectiveSettings:
     # regularizer weights ramped up over the first N iterations: w * exp(-5 (1 - i/N)^2)
     rampup_iterations: int = 0
 
-    def objective(self) -> Objective:
-        """The :class:`~weakseg.losses.Objective` of ``losses``, built once per mapping."""
+    def objective(self, source: str = "config") -> Objective:
+        """The :class:`~weakseg.losses.Objective` of ``losses`` and ``pce_class_balanced``,
+        built once per setting."""
         from weakseg.losses import build_objective
 
+        key = (_copy(self.losses), self.pce_class_balanced)
         cached = getattr(self, "_objective", None)
-        if cached is None or cached[0] != self.losses:
-            cached = (_copy(self.losses), build_objective(self.losses))
+        if cached is None or cached[0] != key:
+            objective = build_objective(
+                self.losses, source, pce_class_balanced=self.pce_class_balanced
+            )
+            cached = (key, objective)
             object.__setattr__(self, "_objective", cached)
         return cached[1]
 
     def check_objective(self, source: str) -> None:
         """Normalize the loss and CRF mappings; build the objective and the CRFs (their
         constructors reject bad values, named)."""
-        from weakseg.losses import LOSS_TERMS, build_objective
+        from weakseg.losses import LOSS_TERMS
 
         if not isinstance(self.losses, dict):
             raise ConfigError(
@@ -329,7 +336,7 @@ class ObjectiveSettings:
                 _check_loss_numbers(name, params, source)
             losses[name] = params
         self.losses = losses
-        object.__setattr__(self, "_objective", (_copy(losses), build_objective(losses, source)))
+        self.objective(source)
         _choice("proposal_method", self.proposal_method, PROPOSAL_METHODS, source)
         if self.rampup_iterations < 0:
             raise ConfigError(

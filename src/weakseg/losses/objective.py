@@ -173,8 +173,14 @@ def _module_kwargs(name: str, params: Any, source: str) -> dict[str, Any]:
     return kwargs
 
 
-def build_objective(losses: Mapping[str, Any] | None, source: str = "config") -> Objective:
-    """The :class:`Objective` of a ``losses`` mapping (name -> keyword arguments).
+def build_objective(
+    losses: Mapping[str, Any] | None,
+    source: str = "config",
+    *,
+    pce_class_balanced: bool = False,
+) -> Objective:
+    """The :class:`Objective` of a ``losses`` mapping (name -> keyword arguments) and the
+    partial cross-entropy's ``class_balanced`` setting.
 
     Raises:
         ConfigError: an unknown name or parameter (named, with a suggestion), a value that the
@@ -197,7 +203,7 @@ def build_objective(losses: Mapping[str, Any] | None, source: str = "config") ->
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"losses.{name}: {exc} ({source})") from None
     try:
-        return Objective(modules)
+        return Objective(modules, pce_class_balanced=pce_class_balanced)
     except ValueError as exc:
         raise ConfigError(f"losses: {exc} ({source})") from None
 
@@ -208,6 +214,8 @@ class Objective(nn.Module):
     Args:
         terms: name (a key of :data:`LOSS_TERMS`) -> module of that entry's class, already
             weighted (e.g. ``DenseCRFLoss(weight=...)``); in logging order.
+        pce_class_balanced: the partial cross-entropy weighs every class present in the batch
+            the same (``partial_cross_entropy(..., class_balanced=True)``).
 
     ``objective(logits, batch) -> (total, logged)``: ``logits [B, K, h, w]`` at any resolution
     (upsampled bilinearly to the labels' size, in float32), ``batch`` with ``label [B, H, W]``,
@@ -221,8 +229,15 @@ class Objective(nn.Module):
             partial cross-entropy, or two terms that cannot be combined.
     """
 
-    def __init__(self, terms: Mapping[str, nn.Module] | None = None) -> None:
+    def __init__(
+        self, terms: Mapping[str, nn.Module] | None = None, *, pce_class_balanced: bool = False
+    ) -> None:
         super().__init__()
+        if not isinstance(pce_class_balanced, bool):
+            raise ValueError(
+                f"pce_class_balanced must be True or False, got {pce_class_balanced!r}"
+            )
+        self.pce_class_balanced = pce_class_balanced
         terms = dict(terms or {})
         for name, module in terms.items():
             if name not in LOSS_TERMS:
@@ -277,7 +292,9 @@ class Objective(nn.Module):
     def forward(self, logits: Tensor, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         inputs = self.inputs(logits, batch)
         if self.replacing is None:
-            pce = partial_cross_entropy(inputs["logits"], inputs["labels"])
+            pce = partial_cross_entropy(
+                inputs["logits"], inputs["labels"], class_balanced=self.pce_class_balanced
+            )
             total, logged = pce, {"pce": pce.detach()}
         else:
             total, logged = self._evaluate(self.replacing, inputs)
