@@ -185,6 +185,9 @@ class DataSettings:
     volume_pattern: str | None = None  # regex grouping 2D slice ids into volumes (3D metrics)
     rotation: float = 0.0  # degrees: random rotation in [-rotation, rotation]
     rot90_flip: bool = False  # one of the 8 orientations of the square crop, at random
+    # train on slabs of this many adjacent slices of one volume, the regularizers in 3D (the
+    # losses' spacing: [z, 1, 1]); 1 = single slices (see weakseg.data.slabs)
+    slab_slices: int = 1
 
     def check_data(self, source: str) -> None:
         """Choices and ranges of the data settings."""
@@ -497,6 +500,7 @@ class TrainConfig(RunSettings, OptimizerSettings, ObjectiveSettings, ModelSettin
         self.check_objective(source)
         self._check_proposals(source)
         self._check_tags(source)
+        self._check_slabs(source)
 
     def _check_proposals(self, source: str) -> None:
         if self.label_dir is not None:
@@ -542,6 +546,46 @@ class TrainConfig(RunSettings, OptimizerSettings, ObjectiveSettings, ModelSettin
                 f"or use the scribbled pixels as cues with supervision: scribbles or clicks; got "
                 f"supervision={self.supervision!r} ({source})"
             )
+
+    def _check_slabs(self, source: str) -> None:
+        """``slab_slices > 1`` needs a folder dataset, a 3D ``spacing`` on every regularizer
+        that takes one, and none of the modes that see single slices."""
+        from weakseg.losses import LOSS_TERMS
+
+        _at_least(self, ("slab_slices",), 1, source)
+        if self.slab_slices == 1:
+            return
+        prefix = f"slab_slices={self.slab_slices}"
+        if self.dataset != "folder":
+            raise ConfigError(
+                f"{prefix} needs dataset: folder (volume files, or 2D slices grouped by "
+                f"volume_pattern), got dataset={self.dataset!r}; or set slab_slices: 1 ({source})"
+            )
+        unsupported = {
+            "crf_layer": self.crf_layer is not None,
+            "proposal_every": self.proposal_every is not None,
+            "label_dir": self.label_dir is not None,
+            "cue_dir": self.cue_dir is not None,
+            "losses.densecrf_adm": "densecrf_adm" in self.losses,
+            "losses.sec": "sec" in self.losses,
+            "unlabeled_split": self.unlabeled_split is not None,
+            "labeled_fraction": self.labeled_fraction < 1.0,
+        }
+        for key, clash in unsupported.items():
+            if clash:
+                setting = key if "." in key else f"{key}={getattr(self, key)!r}"
+                raise ConfigError(
+                    f"{prefix} does not work with {setting} (slabs train on folder volumes "
+                    f"with pCE + regularizers only); remove it or set slab_slices: 1 ({source})"
+                )
+        for name, params in self.losses.items():
+            if "spacing" in LOSS_TERMS[name].parameters():
+                spacing = params.get("spacing")
+                if not isinstance(spacing, list | tuple) or len(spacing) != 3:
+                    raise ConfigError(
+                        f"{prefix}: losses.{name} needs spacing: [z, 1, 1], the slab axis step "
+                        f"in pixels (e.g. slice gap / pixel size), got {spacing!r} ({source})"
+                    )
 
 
 def build_regularizers(losses: dict[str, Any], source: str = "config") -> Objective:
