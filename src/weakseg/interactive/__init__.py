@@ -5,6 +5,8 @@
   mean field on the permutohedral lattice, with a few re-estimations of the appearance
   (:mod:`weakseg.interactive.appearance_crf`). NumPy in, NumPy out (tensors accepted); it
   does not import PyTorch.
+- :class:`InteractiveSegmenter`: the same method for an annotation loop: ``segment`` once,
+  then ``refine`` after each round of strokes, reusing what depends on the image alone.
 - :func:`logit_field_segmentation`: the earlier method, gradient descent on a free logit field,
   partial cross-entropy + a regularized loss (dense CRF, normalized / kernel cut, grid Potts).
 - :func:`nearest_scribble_labels`: the class of the nearest scribbled pixel.
@@ -19,6 +21,7 @@ from typing import Any
 
 _EXPORTS = {
     "segment_image": "weakseg.interactive.appearance_crf",
+    "InteractiveSegmenter": "weakseg.interactive.appearance_crf",
     "check_scribbles": "weakseg.interactive.appearance_crf",
     "class_distances": "weakseg.interactive.distance",
     "HistogramModels": "weakseg.interactive.appearance",

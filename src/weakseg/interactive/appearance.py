@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 __all__ = ["HistogramModels", "bins_per_channel"]
 
@@ -43,6 +44,42 @@ def _blur_axis(hist: np.ndarray, axis: int, kernel: np.ndarray) -> np.ndarray:
     for i in range(1, len(kernel)):
         out += kernel[i] * padded[(*before, slice(i, i + length))]
     return out
+
+
+@njit(cache=True)
+def _add_stamps(hist, pixel_bins, classes, weight, bins, channels, kernel):  # pragma: no cover
+    """Add ``weight`` times the smoothing kernel's ``(2r+1)^C`` stamp (cut at the grid's
+    edge) at the flat bin ``pixel_bins[i]`` of row ``classes[i]`` of ``hist [K, bins**C]``."""
+    radius = kernel.shape[0] // 2
+    width = kernel.shape[0]
+    centre = np.empty(channels, np.int64)
+    offset = np.empty(channels, np.int64)
+    for i in range(pixel_bins.shape[0]):
+        rest = pixel_bins[i]
+        for c in range(channels - 1, -1, -1):
+            centre[c] = rest % bins
+            rest //= bins
+        offset[:] = 0
+        while True:  # every combination of offsets, the last channel's fastest
+            flat = 0
+            value = weight
+            inside = True
+            for c in range(channels):
+                b = centre[c] + offset[c] - radius
+                if b < 0 or b >= bins:
+                    inside = False
+                    break
+                flat = flat * bins + b
+                value *= kernel[offset[c]]
+            if inside:
+                hist[classes[i], flat] += value
+            c = channels - 1
+            while c >= 0 and offset[c] == width - 1:
+                offset[c] = 0
+                c -= 1
+            if c < 0:
+                break
+            offset[c] += 1
 
 
 class HistogramModels:
@@ -79,6 +116,8 @@ class HistogramModels:
         kernel = np.exp(-0.5 * (offsets / sigma_bins) ** 2)
         self.kernel = (kernel / kernel.sum()).astype(np.float32)
         self.log_density: np.ndarray | None = None  # (K, bins**C) once fitted
+        self.density: np.ndarray | None = None  # its exp, float64 (K, bins**C)
+        self.smoothed: np.ndarray | None = None  # the blurred weight sums, (K, bins**C)
 
     def fit(self, weights: np.ndarray) -> HistogramModels:
         """Fit every class's histogram to the pixel weights ``[K, N]`` (>= 0); returns self."""
@@ -89,13 +128,37 @@ class HistogramModels:
         hist = hist.reshape(len(weights), *(self.bins,) * self.channels)
         for axis in range(self.channels):  # all classes at once (axis 0 is the class)
             hist = _blur_axis(hist, 1 + axis, self.kernel)
-        hist = hist.reshape(len(weights), size)
-        total = hist.sum(axis=1, keepdims=True)
-        uniform = np.full((1, size), 1.0 / size)
-        densities = np.where(total > 0, hist / np.where(total > 0, total, 1.0), uniform)
-        densities = densities.astype(np.float64) + _FLOOR / size
-        self.log_density = np.log(densities / densities.sum(axis=1, keepdims=True))
+        self.smoothed = hist.reshape(len(weights), size)
+        self.density = self.densities(self.smoothed)
+        self.log_density = np.log(self.density)
         return self
+
+    @staticmethod
+    def densities(smoothed: np.ndarray) -> np.ndarray:
+        """Blurred weight sums ``[K, bins**C]`` -> densities (float64, rows sum to 1, with the
+        pseudo-count; uniform for an empty row)."""
+        size = smoothed.shape[1]
+        total = smoothed.sum(axis=1, keepdims=True)
+        uniform = np.full((1, size), 1.0 / size)
+        densities = np.where(total > 0, smoothed / np.where(total > 0, total, 1.0), uniform)
+        densities = densities.astype(np.float64) + _FLOOR / size
+        return densities / densities.sum(axis=1, keepdims=True)
+
+    def add_pixels(
+        self, smoothed: np.ndarray, pixels: np.ndarray, classes: np.ndarray, weight: float
+    ) -> None:
+        """Add ``weight`` for each pixel ``pixels [M]`` (indices) to row ``classes [M]`` of the
+        blurred weight sums ``smoothed [K, bins**C]`` (float64, in place): what :meth:`fit`
+        would blur in, for a few pixels without blurring the whole grid."""
+        _add_stamps(
+            smoothed,
+            self.pixel_bins[pixels],
+            classes.astype(np.int64),
+            float(weight),
+            self.bins,
+            self.channels,
+            self.kernel.astype(np.float64),
+        )
 
     def log_likelihood(self) -> np.ndarray:
         """``log p_k(I_p)`` for every class and pixel: float32 ``[K, N]``."""
