@@ -5,18 +5,19 @@ channels, and one forward + backward of the dense CRF, normalized cut and kernel
 the PyTorch lattice backend (RGBXY features of a random 32x32 image, batch 2; the counts do not
 depend on the size).
 
-Operators ("ops"): the leaf ``aten::`` events of a ``torch.profiler`` trace (events with no
-``aten::`` child: a composite operator counts as the operators it calls), less those that launch
-no kernel on a GPU (views, allocations, no-op conversions, reading a scalar back; ``NO_KERNEL``
-below). Each counted op is one kernel launch on a GPU, or a few (a sort or a sparse product may
-launch several), so the count is the accepted proxy for launches. "leaves" is the count before
-removing ``NO_KERNEL``.
+Operators ("ops"): the ``aten::`` operators called from Python (events of a ``torch.profiler``
+trace with no ``aten::`` parent) that launch a kernel themselves or through the operators they
+call, i.e. not views, allocations, no-op conversions or reading a scalar back (``NO_KERNEL``
+below). Each is one kernel launch on a GPU, or a few (a sort or a sparse product may launch
+several): the accepted proxy for launches. "leaves" counts the innermost kernel-launching
+operators instead (how the CPU happens to decompose them, e.g. a CSR product into several).
 
 Host synchronizations ("syncs"), each a point where a GPU's host waits for the device:
 
 - ``scalar``: ``aten::_local_scalar_dense``, what ``.item()``, ``int()``, ``float()`` and
   ``bool()`` of a tensor run (also inside ATen, e.g. ``repeat_interleave`` without
-  ``output_size``): a device-to-host copy of one number;
+  ``output_size``): a device-to-host copy of one number; not counted inside
+  ``aten::_assert_async``, which reads its flag back on the CPU only;
 - ``sizes``: operators whose output size depends on the data (``nonzero``, ``unique*``,
   ``masked_select``): ATen reads the size back before it can allocate;
 - ``to host``: ``Tensor.tolist()``, ``.numpy()`` and ``.cpu()`` called from Python, counted by
@@ -26,9 +27,12 @@ Host synchronizations ("syncs"), each a point where a GPU's host waits for the d
   ``torch.from_numpy``), which the code makes on or moves to the features' device: a blocking
   host-to-device copy, after which PyTorch synchronizes the stream.
 
-Two branches differ between the CPU and a GPU; the counts take the GPU's: ``descending_rank``
-broadcasts (it loops over column pairs on the CPU), and ``PermutohedralLattice.__call__`` skips
-its finiteness pass over the values (it runs one on the CPU, where it costs no synchronization).
+Some branches differ between the CPU and a GPU; the counts take the GPU's (``gpu_branches``):
+``descending_rank`` broadcasts (it loops over column pairs on the CPU); the finiteness passes of
+``PermutohedralLattice.__call__`` over the values and of the feature builders over the images
+are skipped (on the CPU they cost no synchronization); the losses check their inputs' values
+with a device-side assertion (on the CPU they read the statistics back, to name them). Run on
+an older tree, the script patches only the branches that tree has.
 
     python benchmarks/launches.py [--detail]
 """
@@ -39,6 +43,7 @@ import argparse
 import collections
 import contextlib
 import functools
+import inspect
 from collections.abc import Callable, Iterator
 from unittest import mock
 
@@ -46,11 +51,14 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import weakseg.filtering._lattice_torch as lattice_torch
+import weakseg.filtering.features as features_module
 import weakseg.filtering.lattice as lattice_module
+import weakseg.losses._affinity as affinity_module
 from weakseg.filtering import PermutohedralLattice, rgbxy_features
 from weakseg.filtering.lattice import preferred_backend
 from weakseg.losses import GaussianAffinity, dense_crf_loss, kernel_cut_loss, normalized_cut_loss
 
+rank, inputs = lattice_torch.descending_rank, affinity_module.check_images_and_probs
 NO_KERNEL = {
     "aten::_local_scalar_dense",
     "aten::_reshape_alias",
@@ -122,15 +130,25 @@ def counted_host_copies() -> Iterator[list[str]]:
 @contextlib.contextmanager
 def gpu_branches() -> Iterator[None]:
     """Run the branches that a GPU takes (see the module docstring)."""
-    rank, check = lattice_torch.descending_rank, lattice_module.check_values
-    lattice_torch.descending_rank = functools.partial(rank, broadcast=True)
-    lattice_module.check_values = lambda *args, **kwargs: check(
-        *args, **{**kwargs, "finite": False}
-    )
-    try:
+
+    def values_unchecked(*args, **kwargs):
+        return check_values(*args, **{**kwargs, "finite": False})
+
+    check_values = lattice_module.check_values
+    patches = [
+        (lattice_torch, "descending_rank", functools.partial(rank, broadcast=True)),
+        (lattice_module, "check_values", values_unchecked),
+    ]
+    if hasattr(features_module, "check_finite_on_cpu"):  # before, it checked on every device
+        patches.append((features_module, "check_finite_on_cpu", lambda name, value: None))
+    if "on_device" in inspect.signature(inputs).parameters:  # not before the device checks
+        patches.append(
+            (affinity_module, "check_images_and_probs", functools.partial(inputs, on_device=True))
+        )
+    with contextlib.ExitStack() as stack:
+        for owner, name, replacement in patches:
+            stack.enter_context(mock.patch.object(owner, name, replacement))
         yield
-    finally:
-        lattice_torch.descending_rank, lattice_module.check_values = rank, check
 
 
 def _launches(event) -> bool:
@@ -139,15 +157,20 @@ def _launches(event) -> bool:
     return own or any(_launches(child) for child in event.cpu_children)
 
 
+def _within(event, name: str) -> bool:
+    """Whether ``event`` runs inside an operator called ``name``."""
+    parent = event.cpu_parent
+    while parent is not None and parent.name != name:
+        parent = parent.cpu_parent
+    return parent is not None
+
+
 def count(work: Callable[[], object]) -> tuple[dict[str, int], collections.Counter[str]]:
     """Ops and syncs of one call of ``work`` (after one warm-up call)."""
-    work()
-    with (
-        gpu_branches(),
-        counted_host_copies() as host,
-        profile(activities=[ProfilerActivity.CPU]) as trace,
-    ):
+    with gpu_branches():
         work()
+        with counted_host_copies() as host, profile(activities=[ProfilerActivity.CPU]) as trace:
+            work()
     events = [e for e in trace.events() if e.name.startswith("aten::")]
     names = [e.name for e in events]
     top = collections.Counter(
@@ -164,7 +187,10 @@ def count(work: Callable[[], object]) -> tuple[dict[str, int], collections.Count
     numbers = {
         "ops": sum(top.values()),
         "leaves": len(leaves),
-        "scalar": names.count("aten::_local_scalar_dense"),
+        "scalar": sum(
+            e.name == "aten::_local_scalar_dense" and not _within(e, "aten::_assert_async")
+            for e in events
+        ),
         "sizes": sum(n.startswith(SIZE_OPS) for n in names),
         "to host": len(host),
         "to device": names.count("aten::lift_fresh"),

@@ -206,11 +206,45 @@ def test_bad_input(features, values, error: type[Exception], message: str) -> No
         PermutohedralLattice(features)(values if values is not None else torch.rand(1, 1, 4, 4))
 
 
-def test_too_spread_features_are_reported() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_too_spread_features_are_reported(backend: str) -> None:
     # Unscaled features (forgot to divide by the bandwidths) in many dimensions.
     features = torch.randn(1, 8, 500) * 1e6
     with pytest.raises(ValueError, match="too many lattice cells"):
-        PermutohedralLattice(features)
+        PermutohedralLattice(features, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_features_are_counted(backend: str, bad: float) -> None:
+    features = torch.rand(2, 3, 6, 7)
+    features[1, 2, 3, 4] = features[0, 0, 0, 0] = bad
+    with pytest.raises(ValueError, match="features contains 2 non-finite values"):
+        PermutohedralLattice(features, backend=backend)
+
+
+def test_torch_build_synchronizes_once() -> None:
+    # On a GPU every read of a value, data-dependent size or copy of host data stops the host
+    # until the device catches up: the build has one, the vertex count with its checks.
+    features = rgbxy_features(torch.rand(2, 3, 16, 16) * 255, 15.0, 5.0)
+    PermutohedralLattice(features, backend="torch")  # device constants are made once
+    reads = []
+    original = torch.Tensor.tolist
+
+    def counted(self: torch.Tensor) -> object:
+        reads.append(self.numel())
+        return original(self)
+
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as trace,
+    ):
+        patch.setattr(torch.Tensor, "tolist", counted)
+        PermutohedralLattice(features, backend="torch")
+    synchronizing = ("aten::_local_scalar_dense", "aten::nonzero", "aten::_unique")
+    names = [event.name for event in trace.events()]
+    assert [n for n in names if n.startswith(synchronizing) or n == "aten::lift_fresh"] == []
+    assert reads == [3]  # one transfer: vertex count, finiteness, key range
 
 
 @pytest.mark.skipif(not numba_available(), reason="numba not installed (weakseg[fast])")

@@ -2,10 +2,12 @@
 autocast, devices. Parametrized over the four regularizers, dense ones on the exact backend."""
 
 import functools
+import re
 
 import pytest
 import torch
 
+import weakseg.losses._affinity as affinity_module
 from weakseg.losses import dense_crf_loss, grid_potts_loss, kernel_cut_loss, normalized_cut_loss
 
 from ._reference import DEVICES, random_images, softmax_probs
@@ -85,6 +87,49 @@ def test_uint8_images_equal_float_images(loss_fn):
     rounded = images.round()
     expected = loss_fn(rounded, probs)
     torch.testing.assert_close(loss_fn(rounded.to(torch.uint8), probs), expected)
+
+
+@pytest.fixture
+def device_checks(monkeypatch):
+    """The losses check values as on a GPU (one device-side assertion), here on the CPU."""
+    check = functools.partial(affinity_module.check_images_and_probs, on_device=True)
+    monkeypatch.setattr(affinity_module, "check_images_and_probs", check)
+
+
+@pytest.mark.usefixtures("device_checks")
+def test_device_side_checks_reject_what_the_host_checks_name(loss_fn):
+    # On a GPU the value checks are one torch._assert_async (on the CPU: RuntimeError).
+    images, probs = _inputs()
+    negative = probs.clone()
+    negative[0, 0, 0, 0], negative[0, 1, 0, 0] = -0.5, negative[0, 1, 0, 0] + 0.5
+    nan, with_inf, too_dark, too_bright = (
+        probs.clone(),
+        images.clone(),
+        images.clone(),
+        images.clone(),
+    )
+    nan[1, :, 2, 2], with_inf[0, 0, 0, 0] = float("nan"), float("inf")
+    too_dark[0, 1, 2, 3], too_bright[1, 2, 0, 0] = -1, 256
+    negative_integers = images.round().to(torch.int32)
+    negative_integers[0, 1, 1, 1] = -1
+    message = re.escape(affinity_module.DEVICE_CHECK_MESSAGE)
+    for bad_images, bad_probs in [
+        (images, probs * 1.1),
+        (images, torch.randn_like(probs).abs()),
+        (images, negative),
+        (images, nan),
+        (too_dark, probs),
+        (too_bright, probs),
+        (with_inf, probs),
+        (negative_integers, probs),
+    ]:
+        with pytest.raises(RuntimeError, match=message):
+            loss_fn(bad_images, bad_probs)
+    valid = torch.ones(2, 5, 6, dtype=torch.bool)
+    valid[1, 2, 2] = False  # the NaN pixel is excluded: nothing to reject
+    assert torch.isfinite(loss_fn(images, nan, valid))
+    assert torch.isfinite(loss_fn(images.round().to(torch.uint8), probs))
+    assert len(affinity_module.DEVICE_CHECK_MESSAGE) < 255  # CUDA's limit for the message
 
 
 def test_bad_valid_mask(loss_fn):

@@ -13,6 +13,14 @@ from weakseg._validation import (
 )
 
 
+def check_finite_on_cpu(name: str, value: Tensor) -> None:
+    """:func:`check_finite` on the CPU, where it is one cheap pass; elsewhere nothing, since
+    reading the answer back would synchronize the host with the device (the filters reject
+    non-finite features themselves, the lattice within its build's one synchronization)."""
+    if value.device.type == "cpu":
+        check_finite(name, value)
+
+
 def check_features(features: Tensor, *, finite: bool = True) -> None:
     """``features``: a finite, non-empty float tensor ``[B, D, *spatial]`` or ``[B, D, N]``.
 

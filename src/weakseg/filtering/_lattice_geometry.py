@@ -112,6 +112,17 @@ def mass_correction(d: int) -> float:
     return (2.0 * math.pi) ** (d / 2.0) / cell_volume
 
 
+def check_key_range(cells: float, extra: int, d: int) -> None:
+    """Raise ValueError when ``cells`` lattice cells times ``extra`` values per cell (vertex
+    remainders, batch elements) do not fit in int64 keys."""
+    if cells * extra >= MAX_KEY:
+        raise ValueError(
+            f"features span too many lattice cells to index ({cells:.4g} cells in D={d}); the "
+            "features must be divided by their bandwidths (use larger bandwidths or fewer "
+            "feature channels)"
+        )
+
+
 @dataclass(frozen=True)
 class KeyLayout:
     """Mixed-radix layout of vertex keys.
@@ -135,12 +146,7 @@ class KeyLayout:
         low = tuple(int(m) - 2 for m in nearest_min)
         ranges = [int(hi) + 2 - lo for hi, lo in zip(nearest_max, low, strict=True)]
         cells = math.prod(ranges)
-        if cells * extra * batch_size >= MAX_KEY:
-            raise ValueError(
-                f"features span too many lattice cells to index ({cells} cells in D={d}); the "
-                "features must be divided by their bandwidths (use larger bandwidths or fewer "
-                "feature channels)"
-            )
+        check_key_range(cells, extra * batch_size, d)
         strides = tuple(math.prod(ranges[:i]) for i in range(d))
         return cls(low=low, strides=strides, cells=cells)
 

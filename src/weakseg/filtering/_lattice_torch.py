@@ -1,27 +1,31 @@
 """The pure-PyTorch lattice backend: runs on every device, the reference for the others.
 
-Construction sorts integer keys instead of hashing: one stable sort groups the points by their
-enclosing simplex, a second names the vertices from the simplices' corners. Splat, every blur
-pass and slice are then one CSR sparse-dense product each, so that filtering C channels is
-about 17 operations (kernel launches on a GPU) whatever C and D: a transposing copy in, the
-splat ``S``, ``2 (d + 1)`` passes, the slice ``S^T``, and one scaling product that writes the
-channel-major result. Building is about a hundred operations and one host synchronization for
-the key bounds (which also checks that the features are finite), plus the two implied by the
-data-dependent sizes of ``unique``.
+Construction sorts integer keys instead of hashing: every point names the d + 1 vertices of its
+simplex by an int64 key, and one stable sort of these P (d + 1) keys numbers the vertices and
+lists, vertex by vertex, the points that splat onto it. Splat, every blur pass and slice are then
+one CSR sparse-dense product each, so that filtering C channels is 2 (d + 1) + 4 operations
+(kernel launches on a GPU) whatever C: a transposing copy in, the splat ``S``, the ``2 (d + 1)``
+passes, the slice ``S^T``, and one scaling product that writes the channel-major result.
+
+A build is about a hundred operations and one host synchronization, where the vertex count
+comes back (it sizes the lattice) together with the checks that the features are finite and
+that their keys fit in int64. The key layout is computed on the device from the points' bounds,
+and the constants (elevation matrix) are made once per device and kept.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from weakseg.filtering._lattice_geometry import (
     NEGLIGIBLE_SQ_DISTANCE,
     BlurPlan,
-    KeyLayout,
+    check_key_range,
     elevation_matrix,
 )
 
@@ -31,6 +35,19 @@ def _csr(rows: Tensor, cols: Tensor, values: Tensor, size: tuple[int, int]) -> T
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(rows, cols, values, size=size, check_invariants=False)
+
+
+@functools.lru_cache(maxsize=16)
+def _elevation(d: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The elevation matrix ``E [d+1, d]``, copied to ``device`` once (each copy of host data
+    to a GPU synchronizes it); never written to."""
+    return elevation_matrix(d, dtype, device)
+
+
+@functools.lru_cache(maxsize=16)
+def _before(d1: int, device: torch.device) -> Tensor:
+    """``[d1, d1]`` bool, true where j < i (column j, row i); made once per device."""
+    return torch.ones(d1, d1, dtype=torch.bool, device=device).tril(-1)
 
 
 def descending_rank(offset: Tensor, *, broadcast: bool | None = None) -> Tensor:
@@ -45,8 +62,7 @@ def descending_rank(offset: Tensor, *, broadcast: bool | None = None) -> Tensor:
         broadcast = offset.device.type != "cpu"
     if broadcast:
         mine, theirs = offset[:, :, None], offset[:, None, :]  # o_i, o_j
-        before = torch.ones(d1, d1, dtype=torch.bool, device=offset.device).tril(-1)  # j < i
-        return torch.where(before, theirs >= mine, theirs > mine).sum(dim=2)
+        return torch.where(_before(d1, offset.device), theirs >= mine, theirs > mine).sum(dim=2)
     rank = torch.zeros(offset.shape, dtype=torch.uint8, device=offset.device)
     for i in range(d1):
         for j in range(i + 1, d1):
@@ -56,7 +72,7 @@ def descending_rank(offset: Tensor, *, broadcast: bool | None = None) -> Tensor:
     return rank.to(torch.int64)
 
 
-def enclosing_simplices(points: Tensor) -> tuple[Tensor, Tensor, Tensor, list[float]]:
+def enclosing_simplices(points: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Nearest remainder-0 point, rank and barycentric weights of each point's simplex.
 
     Args:
@@ -65,36 +81,46 @@ def enclosing_simplices(points: Tensor) -> tuple[Tensor, Tensor, Tensor, list[fl
     Returns:
         ``nearest`` int64 [P, d+1] (coordinates / (d+1)), ``rank`` int64 [P, d+1] in 0..d,
         ``bary`` [P, d+1] (weight of the vertex of remainder k, rows sum to 1), and the bounds
-        ``[min_0 .. min_{d-1}, max_0 .. max_{d-1}]`` of ``nearest``'s first d coordinates (the
-        one host synchronization of the build).
-
-    Raises:
-        ValueError: non-finite points (caught from the bounds, without a pass of its own).
+        ``[2, d]`` (minimum, maximum) of ``nearest``'s first d coordinates before the rank fix,
+        in the points' dtype on their device: not finite if and only if some point is not
+        (NaN and inf propagate into them), and where they are not, the other results are
+        meaningless.
     """
     num_points, d = points.shape
-    elevated = points @ elevation_matrix(d, points.dtype, points.device).T  # (P, d+1)
+    elevated = points @ _elevation(d, points.dtype, points.device).T  # (P, d+1)
     scaled = elevated / (d + 1)
     up, down = torch.ceil(scaled), torch.floor(scaled)
     nearest = torch.where(up * (d + 1) - elevated < elevated - down * (d + 1), up, down)
     rank = descending_rank(elevated - nearest * (d + 1))
-    # NaN and inf propagate into the bounds: one synchronization checks both.
-    bounds = torch.cat([nearest[:, :d].amin(dim=0), nearest[:, :d].amax(dim=0)]).tolist()
-    if not all(math.isfinite(b) for b in bounds):
-        bad = int((~torch.isfinite(points)).sum())
-        raise ValueError(f"features contains {bad} non-finite values (NaN or inf)")
+    bounds = torch.stack(torch.aminmax(nearest[:, :d], dim=0))  # (2, d)
     # The rounded point need not lie on sum(x) = 0: move the coordinates of extreme rank (by
-    # one step at most, which the key layout's margins absorb).
+    # one step at most, which the key layout's margins absorb): a coordinate whose rank plus
+    # that sum falls below 0 moves up (its rank wraps around to the top), above d down. The
+    # remainder also keeps the ranks of non-finite points (rejected after the build's
+    # synchronization) in range.
     nearest = nearest.to(torch.int64)
     rank = rank + nearest.sum(dim=1, keepdim=True)
-    shift = (rank < 0).to(torch.int64) - (rank > d).to(torch.int64)
-    nearest = nearest + shift
-    rank = rank + shift * (d + 1)
+    nearest = nearest - torch.div(rank, d + 1, rounding_mode="floor")
+    rank = rank.remainder_(d + 1)
     offset = (elevated - nearest.to(points.dtype) * (d + 1)) / (d + 1)
     bary = torch.zeros(num_points, d + 2, dtype=points.dtype, device=points.device)
     bary.scatter_add_(1, d - rank, offset)
     bary.scatter_add_(1, d + 1 - rank, -offset)
     bary[:, 0] += 1.0 + bary[:, d + 1]
     return nearest, rank, bary[:, : d + 1].contiguous(), bounds
+
+
+def _key_layout(bounds: Tensor, batch_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The mixed-radix layout of vertex keys (as :class:`KeyLayout`), on the device: ``low``
+    and ``strides`` [d], the number of cells per batch element, and that number in float64
+    (exact or overflowing int64, it tells whether the keys fit). Each coordinate of q spans
+    ``[min - 3, max + 2]``: two steps below and one above the range of ``nearest`` for the
+    simplex vertices and their neighbours, one more each way for the rank fix."""
+    low = bounds[0].to(torch.int64) - 3
+    ranges = bounds[1].to(torch.int64) + 3 - low  # (d,)
+    products = torch.cumprod(ranges, dim=0)
+    strides = F.pad(products[:-1], (1, 0), value=1)
+    return low, strides, products[-1], bounds.double().diff(dim=0).add(6).prod()
 
 
 class TorchLatticeOps:
@@ -107,69 +133,73 @@ class TorchLatticeOps:
         self, points: Tensor, batch_size: int, points_per_batch: int, symmetric: bool = True
     ) -> None:
         d, device = points.shape[1], points.device
+        d1 = d + 1
         self._plan = BlurPlan.for_dims(d, symmetric)
         num_points = points.shape[0]
+        entries = num_points * d1
         self.dims, self.batch_size, self.points_per_batch = d, batch_size, points_per_batch
         nearest, rank, bary, bounds = enclosing_simplices(points)
+        low, strides, cells, exact_cells = _key_layout(bounds, batch_size)
 
-        permutations = (d + 1) ** d  # rank rows, encoded by their first d entries
-        layout = KeyLayout.from_range(
-            [b - 1 for b in bounds[:d]], [b + 1 for b in bounds[d:]], batch_size, permutations
-        )  # one more step each way for the rank fix
-        low = torch.tensor(layout.low, dtype=torch.int64, device=device)
-        strides = torch.tensor(layout.strides, dtype=torch.int64, device=device)
+        # Vertex k of a point's simplex has coordinates (d+1) q + k with q = nearest - [rank >
+        # d - k] over the first d coordinates: going from vertex k - 1 to k drops the coordinate
+        # of rank d + 1 - k (the last coordinate, implied by sum = 0, has no stride).
         batch_index = torch.arange(num_points, device=device) // points_per_batch
-        cell_key = ((nearest[:, :d] - low) * strides).sum(dim=1) + batch_index * layout.cells
+        cell_key = ((nearest[:, :d] - low) * strides).sum(dim=1) + batch_index * cells
+        stride_of_rank = torch.zeros_like(rank).scatter_(
+            1, rank, F.pad(strides, (0, 1)).expand(num_points, d1)
+        )  # (P, d+1)
+        dropped = F.pad(stride_of_rank.flip(1)[:, :d].cumsum(dim=1), (1, 0))  # (P, d+1)
+        entry_key = (cell_key[:, None] - dropped) * d1 + torch.arange(d1, device=device)
 
-        # One stable sort of the points by simplex groups the points that share all vertices.
-        rank_weights = torch.tensor([(d + 1) ** i for i in range(d)], device=device)
-        simplex_key = cell_key * permutations + (rank[:, :d] * rank_weights).sum(dim=1)
-        sorted_keys, point_order = torch.sort(simplex_key, stable=True)
-        _, counts = torch.unique_consecutive(sorted_keys, return_counts=True)
-        starts = torch.cumsum(counts, dim=0) - counts
-        simplex_of_point = torch.empty_like(point_order)
-        simplex_of_point[point_order] = torch.repeat_interleave(counts, output_size=num_points)
+        # One stable sort numbers the vertices (in key order) and groups, for the splat, the
+        # entries of each vertex in point order.
+        sorted_keys, order = torch.sort(entry_key.reshape(-1), stable=True)
+        vertex_sorted = torch.zeros_like(sorted_keys)
+        torch.cumsum(sorted_keys[1:] != sorted_keys[:-1], dim=0, out=vertex_sorted[1:])
+        # The build's one synchronization: the vertex count, with the input checks.
+        count, finite, exact_cells = torch.stack(
+            [vertex_sorted[-1].double() + 1, bounds.isfinite().all().double(), exact_cells]
+        ).tolist()
+        if not finite:
+            bad = int((~torch.isfinite(points)).sum())
+            raise ValueError(f"features contains {bad} non-finite values (NaN or inf)")
+        check_key_range(exact_cells, d1 * batch_size, d)
+        num_vertices = int(count)
 
-        # Vertex keys of each simplex, from one representative point: vertex k has coordinates
-        # (d+1) q + k with q = nearest - [rank > d - k].
-        first = point_order.index_select(0, starts)  # (U,)
-        remainders = torch.arange(d + 1, device=device)
-        below = rank.index_select(0, first)[:, None, :d] > (d - remainders)[None, :, None]
-        corner_cell = cell_key.index_select(0, first)[:, None] - (below * strides).sum(dim=2)
-        vertex_key = corner_cell * (d + 1) + remainders  # (U, d+1)
-        vertex_keys, vertex_of_corner = torch.unique(vertex_key, sorted=True, return_inverse=True)
-        num_vertices = vertex_keys.shape[0]
-
+        vertex_of_entry = torch.empty_like(order).scatter_(0, order, vertex_sorted)
+        rows = torch.searchsorted(vertex_sorted, torch.arange(num_vertices + 1, device=device))
+        vertex_keys = sorted_keys.index_select(0, rows[:-1])  # (M,) ascending
+        weights = bary.reshape(-1)
+        self._splat = _csr(
+            rows, order // d1, weights.index_select(0, order), size=(num_vertices, num_points)
+        )
         # Slice S^T [P, M]: row p holds the barycentric weights on the vertices of p's simplex.
-        entries = num_points * (d + 1)
-        vertex_of_entry = vertex_of_corner.index_select(0, simplex_of_point).reshape(-1)
         self._slice = _csr(
-            torch.arange(0, entries + 1, d + 1, device=device),
+            torch.arange(0, entries + 1, d1, device=device),
             vertex_of_entry,
-            bary.reshape(-1),
+            weights,
             size=(num_points, num_vertices),
         )
         self._vertex_of_entry, self._bary = vertex_of_entry, bary
-        self._splat = self._transposed_slice(
-            vertex_of_corner, counts, starts, point_order, bary, num_vertices
-        )
 
         # One pass along direction j: out_m = n (v_{f(m)} + v_{g(m)}) + c v_m with f, g the
         # neighbours along j. Mass blurred towards a vertex that no point uses is dropped, as in
         # the classic lattice: an absent neighbour is an entry of weight 0 on the diagonal, so
-        # every row has 3 entries and no data-dependent size arises.
-        zero_extra, along = layout.neighbor_offsets(d)
-        step = torch.where(vertex_keys % (d + 1) == 0, zero_extra, 0)  # (M,)
-        along_t = torch.tensor(along, dtype=torch.int64, device=device)
-        target = (vertex_keys + step)[None, :] + along_t[:, None]  # (d+1, M)
+        # every row has 3 entries and no data-dependent size arises. Neighbour keys as
+        # :meth:`KeyLayout.neighbor_offsets` gives them.
+        along = F.pad(strides * d1 - 1, (0, 1), value=-1)  # (d+1,)
+        zero_extra = d1 - strides.sum() * d1
+        step = torch.where(vertex_keys % d1 == 0, zero_extra, 0)  # (M,)
+        target = (vertex_keys + step)[None, :] + along[:, None]  # (d+1, M)
         position = torch.searchsorted(vertex_keys, target).clamp_max_(num_vertices - 1)
         found = vertex_keys[position] == target  # (d+1, M)
         vertex_index = torch.arange(num_vertices, device=device)
-        self_index = vertex_index.expand(d + 1, num_vertices)
+        self_index = vertex_index.expand(d1, num_vertices)
         forward = torch.where(found, position, self_index)
         # The predecessor along j: scatter each vertex into its successor's slot (a spare
         # column M takes the writes of vertices without one).
-        backward = torch.full((d + 1, num_vertices + 1), -1, dtype=torch.int64, device=device)
+        backward = torch.full((d1, num_vertices + 1), -1, dtype=torch.int64, device=device)
         backward.scatter_(1, torch.where(found, position, num_vertices), self_index)
         backward = backward[:, :num_vertices]
         has_backward = backward >= 0
@@ -180,41 +210,6 @@ class TorchLatticeOps:
         self._passes: dict[tuple[float, float], list[Tensor]] = {}
         self._passes_for(self._plan)
         self.num_vertices = num_vertices
-
-    @staticmethod
-    def _transposed_slice(
-        vertex_of_corner: Tensor,
-        counts: Tensor,
-        starts: Tensor,
-        point_order: Tensor,
-        bary: Tensor,
-        num_vertices: int,
-    ) -> Tensor:
-        """Splat S [M, P] as CSR, without sorting the P (d+1) entries: the corners (simplex u,
-        vertex k) are sorted by vertex, and each corner expands into the run of its simplex's
-        points, which the sort by simplex left contiguous in ``point_order``."""
-        d1 = vertex_of_corner.shape[1]
-        device = bary.device
-        entries = bary.numel()
-        corner_vertex = vertex_of_corner.reshape(-1)  # corner u (d+1) + k -> its vertex
-        vertex_sorted, corner_order = torch.sort(corner_vertex, stable=True)
-        simplex, remainder = corner_order // d1, corner_order % d1
-        run = counts.index_select(0, simplex)  # points per sorted corner
-        row_counts = torch.zeros(num_vertices, dtype=torch.int64, device=device)
-        row_counts.index_add_(0, vertex_sorted, run)
-        rows = torch.zeros(num_vertices + 1, dtype=torch.int64, device=device)
-        rows[1:] = torch.cumsum(row_counts, dim=0)
-        corner_of_entry = torch.repeat_interleave(run, output_size=entries)  # sorted corner
-        run_start = torch.cumsum(run, dim=0) - run
-        # 1-D gathers with index_select / take: several times faster than indexing on the CPU.
-        position = torch.arange(entries, device=device) + (
-            starts.index_select(0, simplex) - run_start
-        ).index_select(0, corner_of_entry)  # into point_order, by runs
-        point = point_order.index_select(0, position)
-        # Weights from the points' rows in simplex order (runs: local, not random, access).
-        in_order = bary.index_select(0, point_order)  # (P, d+1)
-        weight = torch.take(in_order, position * d1 + remainder.index_select(0, corner_of_entry))
-        return _csr(rows, point, weight, size=(num_vertices, bary.shape[0]))
 
     def _passes_for(self, plan: BlurPlan) -> list[Tensor]:
         """The CSR matrices ``[M, M]`` of the passes along each direction, for these weights."""

@@ -20,13 +20,13 @@ import torch
 from torch import Tensor
 
 from weakseg._validation import (
-    check_finite,
     check_floating,
     check_ndim,
     check_not_empty,
     check_positive,
     check_tensor,
 )
+from weakseg.filtering._checks import check_finite_on_cpu
 
 __all__ = [
     "concat_features",
@@ -112,7 +112,7 @@ def intensity_position_features(
     check_ndim("images", images, (4, 5), "[B, C, H, W] or [B, C, D, H, W]")
     check_not_empty("images", images)
     check_floating("images", images)
-    check_finite("images", images)
+    check_finite_on_cpu("images", images)
     sigma_intensity = check_positive("sigma_intensity", sigma_intensity)
     positions = position_features(
         images.shape[0],

@@ -17,14 +17,16 @@ What differs from the classic implementation that the original rloss code uses:
   constant ``c = (2π)^{d/2} / V_cell`` gives the lattice kernel the Gaussian's mass, and a
   calibration on a fixed sample of points removes the bias that remains on real feature clouds
   (see :class:`PermutohedralLattice`).
-* **Two backends, one operator.** The PyTorch backend (``_lattice_torch``) groups points by
-  simplex with sorts of integer keys and splats/slices with CSR products: it runs on any device
-  unchanged, with no compilation, and is the reference. The numba backend (``_lattice_numba``,
-  numba being a core dependency) builds the same lattice with a hash table and fused parallel
-  loops on the CPU, several times faster; it is tested equal to the reference. ``"auto"`` picks
-  numba for CPU tensors and says once (:class:`BackendFallbackWarning`, naming the cause) when
-  it has to fall back to PyTorch on the CPU: numba failing to import or compile, or a process
-  forked after numba's OpenMP threads started (a DataLoader worker).
+* **Two backends, one operator.** The PyTorch backend (``_lattice_torch``) names the vertices
+  with one sort of integer keys and splats, blurs and slices with CSR products: it runs on any
+  device unchanged, with no compilation, and is the reference. On a GPU its build synchronizes
+  with the host once (the vertex count) and a filtering not at all. The numba backend
+  (``_lattice_numba``, numba being a core dependency) builds the same lattice with a hash table
+  and fused parallel loops on the CPU, several times faster; it is tested equal to the
+  reference. ``"auto"`` picks numba for CPU tensors and says once
+  (:class:`BackendFallbackWarning`, naming the cause) when it has to fall back to PyTorch on
+  the CPU: numba failing to import or compile, or a process forked after numba's OpenMP
+  threads started (a DataLoader worker).
 
 The operator is exactly linear in the values; it is constant with respect to the features
 (gradients flow into ``values`` only).
@@ -33,6 +35,7 @@ The operator is exactly linear in the values; it is constant with respect to the
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import math
 import os
@@ -40,7 +43,6 @@ import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -285,10 +287,7 @@ class PermutohedralLattice:
 
     def _calibrate(self, points: Tensor) -> None:
         """Match each batch element's degrees ``W 1`` to the exact ones on a fixed sample."""
-        samples, neighbors, weight = (
-            torch.from_numpy(a).to(self.device) if isinstance(a, np.ndarray) else a
-            for a in calibration_sample(self.num_points)
-        )
+        samples, neighbors, weight = _calibration_indices(self.num_points, self.device)
         exact = self._ops.exact_degrees(points, samples, neighbors) * weight  # (B, S)
         approx = self._ops.lattice_degrees(samples) * self._batch_scale[:, None]  # (B, S)
         self._batch_scale *= exact.sum(dim=1) / approx.sum(dim=1).clamp_min(1e-30)
@@ -333,6 +332,14 @@ class PermutohedralLattice:
             f"spatial_shape={self.spatial_shape}, num_vertices={self.num_vertices}, "
             f"backend={self.backend!r}, dtype={self.dtype}, device={self.device})"
         )
+
+
+@functools.lru_cache(maxsize=16)
+def _calibration_indices(num_points: int, device: torch.device) -> tuple[Tensor, Tensor, float]:
+    """:func:`calibration_sample` with the indices on ``device``, copied there once per size
+    (each copy of host data to a GPU synchronizes it); never written to."""
+    samples, neighbors, weight = calibration_sample(num_points)
+    return torch.from_numpy(samples).to(device), torch.from_numpy(neighbors).to(device), weight
 
 
 def _numba_ops(features: Tensor, points: Tensor, symmetric: bool) -> NumbaLatticeOps:

@@ -159,18 +159,60 @@ def check_probs(probs: Tensor, valid_mask: Tensor | None) -> None:
     _raise_for_probs(probs, int(bad), int(negative), int(off), worst)
 
 
-def check_images_and_probs(images: Tensor, probs: Tensor, valid_mask: Tensor | None) -> None:
-    """:func:`check_images` and :func:`check_probs` with a single host synchronization: the
-    value checks reduce on the device and their seven numbers come back in one transfer."""
+# What the device-side check says when it fails (at most 255 characters: CUDA's limit).
+DEVICE_CHECK_MESSAGE = (
+    "weakseg loss inputs: images must be finite 0-255 intensities and probs finite softmax "
+    "probabilities (>= -0.01, summing to 1 within 0.01) at every valid pixel; the same call on "
+    "the CPU names the failing values"
+)
+
+
+def check_images_and_probs(
+    images: Tensor, probs: Tensor, valid_mask: Tensor | None, *, on_device: bool | None = None
+) -> None:
+    """:func:`check_images` and :func:`check_probs` of a loss call, shapes and values.
+
+    On the CPU the value checks reduce to seven numbers read back at once, to raise the
+    ValueError (or the [0, 1] warning) that names the failing values. Elsewhere reading them
+    back would stop the host until the device catches up, once per loss call: the checks
+    reduce to one flag that the device asserts (:func:`assert_images_and_probs`, no
+    synchronization). A failure there is a device-side assertion with
+    :data:`DEVICE_CHECK_MESSAGE`: CUDA reports it at the next synchronization and the process
+    cannot use the GPU afterwards, as for an out-of-range index; the [0, 1] warning is not
+    issued there. ``on_device`` overrides the choice (``None``: by the device).
+    """
     _check_image_layout(images)
     _check_probs_layout(probs)
     check_valid_mask(valid_mask, probs)
     check_same_batch_and_spatial("probs", probs, "images", images)
     check_same_device("probs", probs, "images", images)
+    if on_device is None:
+        on_device = probs.device.type != "cpu"
+    if on_device:
+        assert_images_and_probs(images, probs, valid_mask)
+        return
     stats = torch.cat([_image_statistics(images), _probs_statistics(probs, valid_mask)])
     low, high, finite, bad, negative, off, worst = stats.tolist()
     _raise_for_images(images, low, high, bool(finite))
     _raise_for_probs(probs, int(bad), int(negative), int(off), worst)
+
+
+def assert_images_and_probs(images: Tensor, probs: Tensor, valid_mask: Tensor | None) -> None:
+    """The value checks of :func:`check_images_and_probs` as one device-side assertion (no
+    host synchronization; on the CPU it raises RuntimeError with
+    :data:`DEVICE_CHECK_MESSAGE`). Shapes, dtypes and devices must be checked already."""
+    tol = PROBABILITY_TOLERANCE
+    values = probs.detach()
+    # A pixel fails when max(|sum - 1|, -min) > tol; NaN and inf propagate into it (and NaN
+    # fails every comparison), so it checks finiteness too.
+    worst = torch.maximum((values.sum(dim=1) - 1).abs(), values.amin(dim=1).neg())
+    if valid_mask is not None:
+        worst = torch.where(valid_mask, worst, 0)
+    ok = worst.amax() <= tol
+    if images.dtype != torch.uint8:  # uint8 images are always in range
+        low, high = torch.aminmax(images.detach())
+        ok = ok & (low >= -IMAGE_RANGE_TOLERANCE) & (high <= 255 + IMAGE_RANGE_TOLERANCE)
+    torch._assert_async(ok, DEVICE_CHECK_MESSAGE)
 
 
 def prepare_inputs(
@@ -190,9 +232,6 @@ def prepare_inputs(
     dtype = torch.float64 if probs.dtype == torch.float64 else torch.float32
     images = images.detach().to(dtype)
     probs = probs.to(dtype)
-    everything_valid = valid_mask is None
-    if valid_mask is None:
-        valid_mask = torch.ones_like(probs[:, 0], dtype=torch.bool)
     if scale_factor != 1:
         sizes = [int(s * scale_factor) for s in probs.shape[2:]]
         if min(sizes) < 1:
@@ -203,11 +242,12 @@ def prepare_inputs(
         linear = "bilinear" if probs.ndim == 4 else "trilinear"
         images = F.interpolate(images, scale_factor=scale_factor, mode="nearest")
         probs = F.interpolate(probs, scale_factor=scale_factor, mode=linear, align_corners=False)
-        mask = valid_mask[:, None].to(dtype)
-        valid_mask = F.interpolate(mask, scale_factor=scale_factor, mode="nearest")[:, 0] > 0.5
+        if valid_mask is not None:
+            mask = valid_mask[:, None].to(dtype)
+            valid_mask = F.interpolate(mask, scale_factor=scale_factor, mode="nearest")[:, 0] > 0.5
+    if valid_mask is None:
+        return images, probs, probs.new_ones((probs.shape[0], 1, *probs.shape[2:]))
     mask = valid_mask[:, None]  # (B, 1, *spatial)
-    if everything_valid:
-        return images, probs, mask.to(dtype)
     # where, not a product: NaN in excluded padding must not leak into the loss.
     return images, torch.where(mask, probs, 0), mask.to(dtype)
 
@@ -268,10 +308,21 @@ def _safe(x: Tensor) -> Tensor:
     return x.clamp_min(torch.finfo(x.dtype).tiny)
 
 
+def affinity_mass(mask: Tensor, degree: Tensor) -> Tensor:
+    """``1'W1`` over the valid pixels, per image ``[B]`` (the ``"affinity"`` normalizer),
+    kept from 0 (no valid pixel: the cut is 0 too)."""
+    return _safe(spatial_dot(mask, degree)[:, 0])
+
+
 def crf_value(
-    segmentation: Tensor, ws: Tensor, degree: Tensor | None, mask: Tensor, normalization: str
+    segmentation: Tensor,
+    ws: Tensor,
+    degree: Tensor | None,
+    mass: Tensor | None,
+    normalization: str,
 ) -> Tensor:
-    """Per-image dense CRF value ``[B]``: eq. (4) under the given normalization."""
+    """Per-image dense CRF value ``[B]``: eq. (4) under the given normalization (``mass``:
+    :func:`affinity_mass`, for ``"affinity"``)."""
     if normalization == "rloss":
         return -spatial_dot(segmentation, ws).sum(dim=1)
     if normalization == "rloss_original":
@@ -281,7 +332,8 @@ def crf_value(
     cut = (spatial_dot(segmentation, degree) - spatial_dot(segmentation, ws)).sum(dim=1)
     if normalization == "none":
         return cut
-    return cut / _safe(spatial_dot(mask, degree)[:, 0])
+    assert mass is not None
+    return cut / mass
 
 
 def rloss_scale(normalization: str) -> float:
@@ -289,30 +341,33 @@ def rloss_scale(normalization: str) -> float:
     return RLOSS_ORIGINAL_SCALE if normalization == "rloss_original" else 1.0
 
 
-def crf_grad(
-    segmentation: Tensor, ws: Tensor, degree: Tensor | None, mask: Tensor, normalization: str
-) -> Tensor:
+def crf_grad(ws: Tensor, degree: Tensor | None, mass: Tensor | None, normalization: str) -> Tensor:
     """d crf_value / d S ``[B, K, *spatial]``: ``W m - 2 W S``, eq. (11) plus the linear term."""
     if normalization in ("rloss", "rloss_original"):
         return ws * (-2.0 * rloss_scale(normalization))
     assert degree is not None
-    grad = degree - 2 * ws
+    grad = torch.add(degree, ws, alpha=-2)
     if normalization == "none":
         return grad
-    return grad / _per_image(_safe(spatial_dot(mask, degree)[:, 0]), grad)
+    assert mass is not None
+    return grad.div_(_per_image(mass, grad))
 
 
-def nc_value(segmentation: Tensor, ws: Tensor, degree: Tensor) -> Tensor:
-    """Per-image normalized cut ``[B]``: ``sum_k S_k'W(m - S_k) / d'S_k``, eq. (5)."""
-    association = spatial_dot(segmentation, ws)  # (B, K): S_k'W S_k
-    volume = spatial_dot(segmentation, degree)  # (B, K): d'S_k
+def nc_terms(segmentation: Tensor, ws: Tensor, degree: Tensor) -> tuple[Tensor, Tensor]:
+    """``(S_k'W S_k, d'S_k)``, the association and volume of each segment: ``[B, K]`` each."""
+    return spatial_dot(segmentation, ws), spatial_dot(segmentation, degree)
+
+
+def nc_value(association: Tensor, volume: Tensor) -> Tensor:
+    """Per-image normalized cut ``[B]``: ``sum_k S_k'W(m - S_k) / d'S_k``, eq. (5), from
+    :func:`nc_terms`."""
     return ((volume - association) / _safe(volume)).sum(dim=1)
 
 
-def nc_grad(segmentation: Tensor, ws: Tensor, degree: Tensor) -> Tensor:
+def nc_grad(ws: Tensor, degree: Tensor, association: Tensor, volume: Tensor) -> Tensor:
     """d nc_value / d S: ``S_k'W S_k d / (d'S_k)^2 - 2 W S_k / d'S_k``, eq. (12)."""
-    association = _per_image(spatial_dot(segmentation, ws), ws)
-    volume = _per_image(_safe(spatial_dot(segmentation, degree)), ws)
+    association = _per_image(association, ws)
+    volume = _per_image(_safe(volume), ws)
     # (A / V) first: A <= V, so an empty class gives 0 instead of 0 / tiny^2 = NaN
     return (association / volume * degree - 2 * ws) / volume
 

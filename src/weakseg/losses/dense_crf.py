@@ -15,6 +15,7 @@ from weakseg.losses._affinity import (
     RLOSS_ORIGINAL_SCALE,
     Affinity,
     Backend,
+    affinity_mass,
     broadcast_grad,
     crf_grad,
     crf_value,
@@ -42,20 +43,21 @@ class _DenseCRFFunction(torch.autograd.Function):
         ws, degree = filter_segments(
             affinity, segmentation, mask, normalization not in _RLOSS_TYPES
         )
+        mass = affinity_mass(mask, degree) if normalization == "affinity" else None
         ctx.normalization = normalization
-        ctx.save_for_backward(segmentation, mask, ws, degree)
-        return crf_value(segmentation, ws, degree, mask, normalization)
+        ctx.save_for_backward(ws, degree, mass)
+        return crf_value(segmentation, ws, degree, mass, normalization)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_value: Tensor) -> tuple[Tensor | None, ...]:
-        segmentation, mask, ws, degree = ctx.saved_tensors
+        ws, degree, mass = ctx.saved_tensors
         if ctx.normalization in _RLOSS_TYPES:
             # -2 c W S times the incoming gradient in one pass: a single [B, K, N] result (each
             # fresh tensor over 32 MB page-faults in full).
             factor = grad_value * (-2.0 * rloss_scale(ctx.normalization))
             return ws * factor.reshape((-1,) + (1,) * (ws.ndim - 1)), None, None, None
-        grad = crf_grad(segmentation, ws, degree, mask, ctx.normalization)
+        grad = crf_grad(ws, degree, mass, ctx.normalization)
         return broadcast_grad(grad_value, grad), None, None, None
 
 

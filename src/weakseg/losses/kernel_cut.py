@@ -14,12 +14,14 @@ from weakseg.losses._affinity import (
     Affinity,
     Backend,
     Normalization,
+    affinity_mass,
     broadcast_grad,
     crf_grad,
     crf_value,
     filter_segments,
     gaussian_affinity,
     nc_grad,
+    nc_terms,
     nc_value,
 )
 from weakseg.losses._module import WeightedLoss, choice, own_checks
@@ -51,17 +53,19 @@ class _KernelCutFunction(torch.autograd.Function):
             nc_ws, nc_degree = ws, degree
         else:
             nc_ws, nc_degree = filter_segments(nc_affinity, segmentation, mask, with_degree=True)
+        mass = affinity_mass(mask, degree) if normalization == "affinity" else None
+        association, volume = nc_terms(segmentation, nc_ws, nc_degree)
         ctx.gamma, ctx.normalization = gamma, normalization
-        ctx.save_for_backward(segmentation, mask, ws, degree, nc_ws, nc_degree)
-        crf = crf_value(segmentation, ws, degree, mask, normalization)
-        return crf + gamma * nc_value(segmentation, nc_ws, nc_degree)
+        ctx.save_for_backward(ws, degree, mass, nc_ws, nc_degree, association, volume)
+        crf = crf_value(segmentation, ws, degree, mass, normalization)
+        return crf + gamma * nc_value(association, volume)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_value: Tensor) -> tuple[Tensor | None, ...]:
-        segmentation, mask, ws, degree, nc_ws, nc_degree = ctx.saved_tensors
-        grad = crf_grad(segmentation, ws, degree, mask, ctx.normalization)
-        grad = grad + ctx.gamma * nc_grad(segmentation, nc_ws, nc_degree)
+        ws, degree, mass, nc_ws, nc_degree, association, volume = ctx.saved_tensors
+        grad = crf_grad(ws, degree, mass, ctx.normalization)
+        grad = grad + ctx.gamma * nc_grad(nc_ws, nc_degree, association, volume)
         return broadcast_grad(grad_value, grad), None, None, None, None, None
 
 

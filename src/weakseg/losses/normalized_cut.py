@@ -14,6 +14,7 @@ from weakseg.losses._affinity import (
     broadcast_grad,
     filter_segments,
     nc_grad,
+    nc_terms,
     nc_value,
 )
 from weakseg.losses._module import WeightedLoss
@@ -28,14 +29,16 @@ class _NormalizedCutFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, segmentation: Tensor, mask: Tensor, affinity: Affinity) -> Tensor:
         ws, degree = filter_segments(affinity, segmentation, mask, with_degree=True)
-        ctx.save_for_backward(segmentation, ws, degree)
-        return nc_value(segmentation, ws, degree)
+        association, volume = nc_terms(segmentation, ws, degree)
+        ctx.save_for_backward(ws, degree, association, volume)
+        return nc_value(association, volume)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_value: Tensor) -> tuple[Tensor | None, ...]:
-        segmentation, ws, degree = ctx.saved_tensors
-        return broadcast_grad(grad_value, nc_grad(segmentation, ws, degree)), None, None
+        ws, degree, association, volume = ctx.saved_tensors
+        grad = nc_grad(ws, degree, association, volume)
+        return broadcast_grad(grad_value, grad), None, None
 
 
 def normalized_cut_loss(
