@@ -1,3 +1,5 @@
+import random
+
 import pytest
 import torch
 from torchvision import tv_tensors
@@ -175,3 +177,30 @@ def test_scribble_box_prior_labels_outside_background_first_and_label_only() -> 
     assert (padded["label"][~valid] == 255).all() and background == 10 * 12 - 4 * 5 + 1
     with pytest.raises(ValueError, match="box margin must be an integer >= 0, got -1"):
         ScribbleBoxPrior(-1)
+
+
+@pytest.mark.parametrize("box_margin", [None, 2])
+@pytest.mark.parametrize("seed", range(6))
+def test_slab_gets_one_draw_equal_to_each_slice_alone(seed: int, box_margin: int | None) -> None:
+    """A slab ``[S, C, H, W]`` through the training transform: each slice comes out as it
+    would alone with the same random state (one draw of every parameter for the slab)."""
+    transform = train_transforms(
+        (20, 20), (0.7, 1.4), 0.5, 0.3, [127.5], rotation=30, rot90_flip=True, box_margin=box_margin
+    )
+    slices = [_spatial(1, 22, 18) for _ in range(3)]
+    for spatial in slices:
+        spatial["label"][spatial["label"] == 2] = 255
+    slab = {
+        key: tv_tensors.wrap(torch.stack([s[key] for s in slices]), like=slices[0][key])
+        for key in slices[0]
+    }
+    random.seed(seed)
+    torch.manual_seed(seed)
+    out = transform(slab)
+    for index, spatial in enumerate(slices):
+        random.seed(seed)
+        torch.manual_seed(seed)
+        alone = transform(spatial)
+        for key, value in alone.items():
+            assert type(out[key]) is type(value)
+            assert torch.equal(out[key][index], value), (index, key)

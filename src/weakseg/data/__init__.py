@@ -12,6 +12,8 @@
   (``weakseg data check``).
 - :class:`LabelFolderDataset`: any of them with the labels read from a folder of full masks
   (GrabCut or iterative proposals).
+- :class:`SlabDataset` (:mod:`weakseg.data.slabs`): slabs of adjacent slices of a folder
+  dataset's volumes, one augmentation per slab, for 3D regularizers on a 2D network.
 - :mod:`weakseg.data.scribbles`: simulate / shorten scribbles, tags, statistics.
 - :mod:`weakseg.data.transforms`: ``torchvision.transforms.v2`` joint transforms.
 
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
         shorten_scribbles,
         simulate_scribbles,
     )
+    from weakseg.data.slabs import SlabDataset
     from weakseg.data.synthetic import SYNTHETIC_CLASSES, SyntheticDataset, write_synthetic_dataset
     from weakseg.data.synthetic_volumes import SYNTHETIC_VOLUME_CLASSES, write_synthetic_volumes
     from weakseg.data.transforms import eval_transforms, train_transforms
@@ -52,6 +55,7 @@ _EXPORTS: dict[str, str] = {
     "SYNTHETIC_VOLUME_CLASSES": "weakseg.data.synthetic_volumes",
     "ScribbleStats": "weakseg.data.scribbles",
     "SegmentationDataset": "weakseg.data.dataset",
+    "SlabDataset": "weakseg.data.slabs",
     "SyntheticDataset": "weakseg.data.synthetic",
     "VOCDataset": "weakseg.data.voc",
     "VOC_CLASSES": "weakseg.data.xml_scribbles",
@@ -76,6 +80,7 @@ __all__ = [
     "LabelFolderDataset",
     "ScribbleStats",
     "SegmentationDataset",
+    "SlabDataset",
     "SyntheticDataset",
     "VOCDataset",
     "convert_xml_dir",

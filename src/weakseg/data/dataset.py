@@ -120,14 +120,16 @@ def to_sample(
 ) -> dict[str, Any]:
     """Build the sample dict (see the module docstring) from arrays, applying ``transform``.
 
-    ``image_raw [C, H, W]`` is in 0-255; ``label`` and ``mask`` are ``[H, W]`` class ids.
+    ``image_raw [C, H, W]`` is in 0-255; ``label`` and ``mask`` are ``[H, W]`` class ids. A
+    slab (:mod:`weakseg.data.slabs`) has a leading slab axis on all of them: ``[S, C, H, W]``
+    and ``[S, H, W]``.
     """
     image = torch.as_tensor(np.asarray(image_raw, dtype=np.float32)) / 255.0
-    height, width = image.shape[-2:]
+    labels = torch.as_tensor(np.asarray(label, dtype=np.int64))
     spatial: dict[str, Any] = {
         "image": tv_tensors.Image(image),
-        "label": tv_tensors.Mask(torch.as_tensor(np.asarray(label, dtype=np.int64))),
-        "valid_mask": ValidMask(torch.ones(height, width, dtype=torch.bool)),
+        "label": tv_tensors.Mask(labels),
+        "valid_mask": ValidMask(torch.ones(labels.shape, dtype=torch.bool)),
     }
     if mask is not None:
         spatial["mask"] = tv_tensors.Mask(torch.as_tensor(np.asarray(mask, dtype=np.int64)))

@@ -13,6 +13,10 @@ Geometric v2 transforms move all of them together (masks with nearest interpolat
 dataset mean, labels with 255 and ``valid_mask`` with False (the original code's ROI); the
 regularizers then ignore the padding through ``valid_mask``.
 
+A slab of ``S`` slices (:mod:`weakseg.data.slabs`) is the same dict with a leading slab axis
+(image ``[S, C, H, W]``, masks ``[S, H, W]``): every transform here and in ``v2`` draws its
+parameters once per call, so all the slices get the same geometry (and jitter).
+
 Example::
 
     >>> dataset = FolderDataset(root, "train", transform=train_transforms(crop_size=256))
@@ -214,7 +218,8 @@ class ScribbleBoxPrior(v2.Transform):
 
     It reads the sample dict's ``"label"`` only (a full ``"mask"`` beside it is left alone), so
     it must come first, before any resize or padding: pass it as ``box_margin`` to
-    :func:`train_transforms`.
+    :func:`train_transforms`. A slab's label ``[S, H, W]`` gets the box of each slice's own
+    scribbles.
     """
 
     def __init__(self, margin: int, background: int = 0) -> None:
@@ -228,9 +233,15 @@ class ScribbleBoxPrior(v2.Transform):
         if not isinstance(sample, dict) or "label" not in sample:
             raise TypeError("ScribbleBoxPrior needs a sample dict with a 'label'")
         label = sample["label"]
-        prior = background_outside_box(
-            label.as_subclass(torch.Tensor), self.margin, background=self.background
-        )
+        maps = label.as_subclass(torch.Tensor)
+        if maps.ndim == 2:
+            prior = background_outside_box(maps, self.margin, background=self.background)
+        else:  # a slab: one box per slice
+            slices = maps.reshape(-1, *maps.shape[-2:])
+            boxes = [
+                background_outside_box(m, self.margin, background=self.background) for m in slices
+            ]
+            prior = torch.stack(boxes).reshape(maps.shape)
         return {**sample, "label": tv_tensors.wrap(prior, like=label)}
 
 
