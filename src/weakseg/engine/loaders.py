@@ -19,6 +19,12 @@ the regularizers see every image. The unlabeled images come from ``unlabeled_spl
 labels of ``f * N`` of its ``N`` images, rounded half up (:func:`labeled_indices`: chosen by
 ``seed``; the images of a smaller fraction are among those of a larger one), and makes the
 others' ``label`` all 255, like ``supervision: unlabeled`` (their ``tags`` and ``mask`` stay).
+
+With ``slab_slices: S > 1`` the training samples are slabs of ``S`` adjacent slices of one
+volume (:class:`~weakseg.data.slabs.SlabDataset`); which slabs an epoch holds depends on
+``(seed, epoch)`` only (:meth:`EpochSeeded.set_epoch` passes the epoch on), and their number
+is the same in every epoch, so the sampler's positions, resuming and DDP shards work as for
+slices. Validation stays per slice.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from weakseg.data import (
     train_transforms,
 )
 from weakseg.data.io import IGNORE_INDEX
+from weakseg.data.slabs import SlabDataset
 from weakseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from weakseg.engine.config import ConfigError, TrainConfig
 
@@ -96,13 +103,19 @@ class ShardedSampler(Sampler[int]):
 
 
 class EpochSeeded(Dataset):
-    """``dataset[index]`` with Python, NumPy and torch seeded by ``(seed, epoch, index)``."""
+    """``dataset[index]`` with Python, NumPy and torch seeded by ``(seed, epoch, index)``.
+
+    :meth:`set_epoch` also sets the epoch of a ``dataset`` that has one (slabs: which slices
+    form the epoch's slabs).
+    """
 
     def __init__(self, dataset: Dataset, seed: int = 0) -> None:
         self.dataset, self.seed, self.epoch = dataset, int(seed), 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -263,6 +276,8 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset | None, list[s
         train = LabelFolderDataset(base, None, transform)
     else:
         train = build_dataset(config, config.train_split, config.supervision, transform)
+    if config.slab_slices > 1:
+        train = _slabs(train, config)
     class_names = list(train.class_names)
     if config.labeled_fraction < 1.0:
         train = PartiallyLabeled(
@@ -283,8 +298,22 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset | None, list[s
             )
     if len(train) == 0:
         raise ConfigError(f"train_split {config.train_split!r} holds no sample")
-    in_channels = int(train[0]["image"].shape[0]) if config.channels is None else config.channels
+    in_channels = int(train[0]["image"].shape[-3]) if config.channels is None else config.channels
     return train, val, class_names, in_channels
+
+
+def _slabs(train: Dataset, config: TrainConfig) -> SlabDataset:
+    """The slabs of ``config.slab_slices`` slices of the training split's volumes."""
+    slabs = SlabDataset(
+        train, config.slab_slices, seed=config.seed, volume_pattern=config.volume_pattern
+    )
+    if len(slabs) == 0:
+        raise ConfigError(
+            f"slab_slices={config.slab_slices}: no volume of train_split {config.train_split!r} "
+            f"has {config.slab_slices} consecutive slices (2D slice ids are grouped by "
+            f"volume_pattern, which must give the slice number: <volume>_slice_<n> by default)"
+        )
+    return slabs
 
 
 def label_folder(dataset: Dataset) -> LabelFolderDataset | None:

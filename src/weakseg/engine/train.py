@@ -13,7 +13,9 @@ Loss = partial cross-entropy on the labeled pixels + the weighted regularizers o
 ``config.losses`` (a :class:`~weakseg.losses.Objective`) on the softmax of the logits
 upsampled to the input size (each term logged separately). SGD or AdamW, poly LR with linear
 warm-up, AMP on CUDA, gradient accumulation, DistributedDataParallel under ``torchrun`` (the
-same command runs single-process).
+same command runs single-process). With ``slab_slices: S > 1`` a sample is a slab of ``S``
+adjacent slices (:mod:`weakseg.data.slabs`): the network sees the slices, the objective each
+slab as a volume (:func:`slab_volumes`), so the regularizers work in 3D.
 
 The training modes of Table 2 of the paper (see :mod:`weakseg.engine.config`):
 
@@ -122,6 +124,7 @@ __all__ = [
     "poly_lr_lambda",
     "resume",
     "save",
+    "slab_volumes",
     "train",
     "train_step",
 ]
@@ -195,7 +198,9 @@ def compute_loss(
     """The objective's total loss and its logged terms as floats (one host transfer).
 
     Args:
-        logits: Tensor[B, K, h, w] network output (any resolution).
+        logits: Tensor[B, K, h, w] network output (any resolution); for a batch of slabs
+            (``image_raw [B, S, C, H, W]``), Tensor[B*S, K, h, w], the slices as one batch,
+            slab after slab (:func:`slab_volumes` makes volumes of them for the objective).
         batch: ``label``, ``image_raw``, ``valid_mask`` (and ``tags`` for SEC), on the logits'
             device.
         objective: an :class:`~weakseg.losses.Objective`, or the mapping name -> loss module
@@ -206,8 +211,31 @@ def compute_loss(
     """
     if not isinstance(objective, Objective):
         objective = Objective(objective)
+    if logits.ndim == 4 and batch["image_raw"].ndim == 5:
+        logits, batch = slab_volumes(logits, batch)
     total, terms = objective(logits, batch)
     return total, _floats(terms)
+
+
+def slab_volumes(logits: Tensor, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+    """A batch of ``B`` slabs of ``S`` slices as the objective's volumes: partial cross-entropy
+    on every labeled pixel of the slabs, the regularizers in 3D over each slab.
+
+    Args:
+        logits: Tensor[B*S, K, h, w], the network's output for ``batch["image"].flatten(0, 1)``.
+        batch: a collated slab batch: ``image_raw [B, S, C, H, W]``, ``label`` and
+            ``valid_mask [B, S, H, W]``, ``tags [B, S, K]`` (optional).
+
+    Returns:
+        ``logits [B, K, S, h, w]`` and the batch with ``image_raw [B, C, S, H, W]`` and
+        ``tags [B, K]`` (the classes of any slice); the other keys as they are.
+    """
+    batch_size, slices = batch["label"].shape[:2]
+    volumes = dict(batch)
+    volumes["image_raw"] = batch["image_raw"].transpose(1, 2)
+    if "tags" in batch:
+        volumes["tags"] = batch["tags"].any(dim=1)
+    return logits.unflatten(0, (batch_size, slices)).transpose(1, 2), volumes
 
 
 def _floats(terms: Mapping[str, Tensor]) -> dict[str, float]:
@@ -225,7 +253,11 @@ def train_step(
     config: TrainConfig,
     device: torch.device,
 ) -> dict[str, float]:
-    """One optimizer step over ``len(batches)`` accumulated batches; returns the mean terms."""
+    """One optimizer step over ``len(batches)`` accumulated batches; returns the mean terms.
+
+    A batch of slabs (``image [B, S, C, H, W]``, ``slab_slices > 1``) goes through the network
+    as ``B * S`` slices and through the objective as ``B`` volumes (:func:`compute_loss`).
+    """
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
     use_amp = config.amp and device.type == "cuda"
@@ -242,6 +274,8 @@ def train_step(
             with torch.autocast(device.type, enabled=use_amp):
                 if config.crf_layer is not None:  # the CRF layer filters the 0-255 image
                     logits = model(batch["image"], batch["image_raw"])
+                elif batch["image"].ndim == 5:  # slabs: the 2D network sees their slices
+                    logits = model(batch["image"].flatten(0, 1))
                 else:
                     logits = model(batch["image"])
             loss, terms = compute_loss(logits, batch, objective)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -208,6 +208,17 @@ def build_objective(
         raise ConfigError(f"losses: {exc} ({source})") from None
 
 
+def _upsample(logits: Tensor, size: Sequence[int]) -> Tensor:
+    """``logits [B, K, h, w]`` or ``[B, K, D, h, w]`` resized bilinearly to ``size`` (H, W),
+    slice by slice: the depth axis is never interpolated."""
+    if logits.ndim == 4:
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    batch, classes, depth = logits.shape[:3]
+    slices = logits.transpose(1, 2).reshape(batch * depth, classes, *logits.shape[-2:])
+    slices = F.interpolate(slices, size=size, mode="bilinear", align_corners=False)
+    return slices.reshape(batch, depth, classes, *size).transpose(1, 2)
+
+
 class Objective(nn.Module):
     """Partial cross-entropy (or the one term that replaces it) plus the other terms.
 
@@ -220,6 +231,9 @@ class Objective(nn.Module):
     ``objective(logits, batch) -> (total, logged)``: ``logits [B, K, h, w]`` at any resolution
     (upsampled bilinearly to the labels' size, in float32), ``batch`` with ``label [B, H, W]``,
     ``image_raw [B, C, H, W]`` (0-255), ``valid_mask [B, H, W]`` and, for SEC, ``tags [B, K]``.
+    Volumes (a 2D network's slabs of ``D`` slices) have a depth axis: ``logits [B, K, D, h,
+    w]`` (each slice upsampled bilinearly), ``label`` and ``valid_mask [B, D, H, W]``,
+    ``image_raw [B, C, D, H, W]``; the regularizers then work in 3D (their ``spacing``).
     ``logged`` holds detached scalars: ``pce`` (SEC: ``seeding``, ``expansion``, ``boundary``),
     each term's weighted value under its name (ADM: the proposal cross-entropy),
     ``dense_crf_value`` where it comes for free (not part of the sum) and ``loss``, the total.
@@ -276,8 +290,7 @@ class Objective(nn.Module):
         label = batch["label"]
         logits = logits.float()
         if logits.shape[-2:] != label.shape[-2:]:
-            size = label.shape[-2:]
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            logits = _upsample(logits, label.shape[-2:])
         inputs = {"logits": logits}
         for name, key in _BATCH_KEYS.items():
             if key in batch:
