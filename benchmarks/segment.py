@@ -19,7 +19,12 @@ with ``NUMBA_NUM_THREADS`` / ``OMP_NUM_THREADS`` = ``--threads`` and reports med
   before any work;
 - ``peak RSS MB``: the subprocess's maximum resident set size (GNU ``/usr/bin/time``'s ``%M``);
 - ``--previous s``: a second command after one more stroke per class, with ``--previous``
-  the first result: its work seconds, and as a fraction of the first call's.
+  the first result: its work seconds, and as a fraction of the first call's;
+- ``API refine warm work s``: in this process, :class:`~weakseg.interactive.InteractiveSegmenter`
+  ``.segment`` then ``.refine`` after the same added strokes (the annotation loop of the Python
+  API, which keeps the lattices and the last result): the refine's seconds, and
+  ``API refine / first (warm work)`` the median over the repeats of refine / segment, each
+  pair timed back to back.
 
 The test image is a photo scene like ``scripts/segment_photos.py``'s: scikit-image's coffee
 photo with the horse silhouette filled with the cat photo, resized to each size, scribbles
@@ -130,6 +135,20 @@ def _warm_work(image: np.ndarray, scribbles: np.ndarray, previous=None) -> float
     return time.perf_counter() - start
 
 
+def _api_round(image: np.ndarray, scribbles: np.ndarray, more: np.ndarray) -> tuple[float, float]:
+    """Seconds of ``InteractiveSegmenter.segment`` then ``.refine`` after the added strokes,
+    timed back to back in this process."""
+    from weakseg.interactive import InteractiveSegmenter
+
+    segmenter = InteractiveSegmenter(image.transpose(2, 0, 1).astype(np.float32))
+    start = time.perf_counter()
+    segmenter.segment(scribbles)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    segmenter.refine(more)
+    return first, time.perf_counter() - start
+
+
 def _uptime() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -166,6 +185,9 @@ def measure(size: str, load: str, repeats: int, threads: int, folder: Path) -> d
             previous = np.asarray(Image.open(paths["m"])).astype(np.int64)
             warm = _warm_work(image, scribbles)
             warm2 = _warm_work(image, np.asarray(Image.open(paths["s2"])), previous)
+            api_first, api_refine = _api_round(
+                image, scribbles, np.asarray(Image.open(paths["s2"]))
+            )
             for key, value in [
                 ("command s", seconds),
                 ("work s", work),
@@ -177,6 +199,8 @@ def measure(size: str, load: str, repeats: int, threads: int, folder: Path) -> d
                 ("--previous command s", seconds2),
                 ("--previous work s", work2),
                 ("--previous warm work s", warm2),
+                ("API refine warm work s", api_refine),
+                ("API refine / first (warm work)", api_refine / api_first),
             ]:
                 rows.setdefault(key, []).append(value)
     finally:
@@ -189,6 +213,8 @@ def measure(size: str, load: str, repeats: int, threads: int, folder: Path) -> d
     result["--previous / first (warm work)"] = (
         result["--previous warm work s"] / result["warm work s"]
     )
+    for key in ("API refine warm work s", "API refine / first (warm work)"):  # last rows
+        result[key] = result.pop(key)
     return result
 
 

@@ -25,7 +25,20 @@ Error rate: the share of wrong pixels over the whole image (scribbled pixels inc
 methods keep them). Time: wall-clock seconds of the call, on this machine (loaded or not, said
 below the table).
 
+With ``--loop N``, a second table: the annotation loop, where strokes are added to the first
+scribbles and the result is computed again, three ways: a fresh ``segment_image`` with all the
+strokes, ``InteractiveSegmenter.refine`` from the last result, and ``segment_image(previous=)``
+(the one-shot command's ``--previous``). The added strokes (3 x 31 px, horizontal, kept inside
+the class):
+
+- ``farthest``: one per class, centred on the class's pixel farthest from its scribbles (the
+  extra strokes of ``benchmarks/segment.py``), added once;
+- ``on errors``: one per class with wrong pixels, centred on the wrong pixel deepest inside
+  the class's largest error, added ``N`` times, each round on the errors of the method's own
+  last result.
+
     python scripts/segment_photos.py
+    python scripts/segment_photos.py --loop 3
 """
 
 from __future__ import annotations
@@ -139,7 +152,86 @@ def grabcut_pr_bgd(image: np.ndarray, scribbles: np.ndarray, num_classes: int) -
     return np.where(single, claims.argmax(axis=0), nearest)
 
 
+def _add_stroke(scribbles: np.ndarray, truth: np.ndarray, k: int, y: int, x: int) -> None:
+    """A 3 x 31 px horizontal class-k stroke centred on (y, x), kept inside the class."""
+    rows, cols = slice(max(y - 1, 0), y + 2), slice(max(x - 15, 0), x + 16)
+    scribbles[rows, cols] = np.where(truth[rows, cols] == k, k, scribbles[rows, cols])
+
+
+def farthest_strokes(scribbles: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """One more stroke per class, on its pixel farthest from its scribbles."""
+    from weakseg.interactive.distance import class_distances
+
+    out = scribbles.copy()
+    distances = class_distances(scribbles, int(truth.max()) + 1)
+    for k, distance in enumerate(distances):
+        y, x = np.unravel_index(int(np.where(truth == k, distance, -1).argmax()), truth.shape)
+        _add_stroke(out, truth, k, int(y), int(x))
+    return out
+
+
+def strokes_on_errors(scribbles: np.ndarray, truth: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """One more stroke per class that ``labels`` misses somewhere, on the missed pixel
+    farthest from the rest of the class's pixels (the middle of its largest error)."""
+    from weakseg.interactive.distance import class_distances
+
+    out = scribbles.copy()
+    for k in range(int(truth.max()) + 1):
+        missed = (truth == k) & (labels != k)
+        if missed.any():
+            depth = class_distances(np.where(missed, 255, 0), 1)[0]
+            y, x = np.unravel_index(int(np.where(missed, depth, -1).argmax()), truth.shape)
+            _add_stroke(out, truth, k, int(y), int(x))
+    return out
+
+
+def annotation_loop(rounds: int) -> None:
+    """Mean error over the photos after added strokes: fresh call, refine, ``previous``."""
+    from weakseg.interactive import InteractiveSegmenter, segment_image
+
+    names = ("fresh call", "InteractiveSegmenter.refine", "segment_image(previous=)")
+    errors = {(stroke, r): {n: [] for n in names} for stroke, r in [("farthest", 1)]}
+    errors.update({("on errors", r): {n: [] for n in names} for r in range(1, rounds + 1)})
+    seconds = {n: [] for n in names}
+    for index in range(len(CASES)):
+        _, image, truth, scribbles = make_case(index)
+        k = int(truth.max()) + 1
+        for stroke in ("farthest", "on errors"):
+            segmenter = InteractiveSegmenter(image, num_classes=k)
+            first = segmenter.segment(scribbles)  # = segment_image(image, scribbles)
+            strokes = {n: scribbles for n in names}
+            labels = {n: first for n in names}
+            for r in range(1, (1 if stroke == "farthest" else rounds) + 1):
+                for name in names:
+                    if stroke == "farthest":
+                        strokes[name] = farthest_strokes(scribbles, truth)
+                    else:
+                        strokes[name] = strokes_on_errors(strokes[name], truth, labels[name])
+                    start = time.perf_counter()
+                    if name == "fresh call":
+                        labels[name] = segment_image(image, strokes[name], num_classes=k)
+                    elif name == "InteractiveSegmenter.refine":
+                        labels[name] = segmenter.refine(strokes[name])
+                    else:
+                        labels[name] = segment_image(
+                            image, strokes[name], num_classes=k, previous=labels[name]
+                        )
+                    seconds[name].append(time.perf_counter() - start)
+                    errors[stroke, r][name].append(float((labels[name] != truth).mean()))
+        print(f"{CASES[index][0]}: done", flush=True)
+    print("\n| added strokes | " + " | ".join(f"{n} error" for n in names) + " |")
+    print("|---|" + "---|" * len(names))
+    for (stroke, r), row in errors.items():
+        label = stroke if stroke == "farthest" else f"{stroke}, round {r}"
+        print(f"| {label} | " + " | ".join(f"{np.mean(row[n]):.2%}" for n in names) + " |")
+    print("| s / call | " + " | ".join(f"{np.mean(seconds[n]):.2f}" for n in names) + " |")
+
+
 def main(args: argparse.Namespace) -> None:
+    if args.loop:
+        annotation_loop(args.loop)
+        print(f"\ncommand: python {' '.join(sys.argv)}")
+        return
     from weakseg.interactive import segment_image
     from weakseg.proposals import grabcut_proposal
 
@@ -179,7 +271,15 @@ def main(args: argparse.Namespace) -> None:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--loop",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the comparison: the annotation loop with N rounds of strokes on errors",
+    )
+    return parser
 
 
 if __name__ == "__main__":
