@@ -37,6 +37,11 @@ def test_segment_command_writes_mask(tmp_path, capsys):
     assert (mask[:, :12] == 0).all() and (mask[:, 12:] == 1).all()
 
 
+def test_segment_help_names_the_python_annotation_loop():
+    parser = add_parser(argparse.ArgumentParser().add_subparsers())
+    assert "InteractiveSegmenter" in parser.description and "--previous" in parser.description
+
+
 def test_segment_command_defaults_are_segment_image_defaults():
     parser = add_parser(argparse.ArgumentParser().add_subparsers())
     args = parser.parse_args(["image.png", "--scribbles", "s.png", "-o", "m.png"])

@@ -8,8 +8,12 @@ for a volume); MASK receives the class ids of every pixel (8-bit PNG, or NIfTI f
 
 The annotation loop: segment, look at MASK, add strokes to S, and run again with
 ``--previous MASK``: the new result starts from the last one, with fewer full-resolution
-updates (measured at 0.15 MP: 0.74 of a first call's work in one process, about 0.9 of a fresh
-command's, where numba's first-call cost dominates).
+updates (about 0.7 of a first call's work at 0.15 MP; a fresh command also pays numba's
+first-call cost). A one-shot command cannot keep the lattices or the last result between
+rounds; in Python, ``weakseg.interactive.InteractiveSegmenter(image)`` keeps them:
+``.segment(S)`` once, then ``.refine(S)`` after each round of strokes, about a third of a
+first call's work and nearly as accurate as a fresh call with all the strokes (README,
+"Interactive segmentation").
 
 Methods (``--method``): ``appearance_crf`` (default; colour models + distance to the
 scribbles + dense CRF, coarse-to-fine mean field, see
