@@ -220,6 +220,9 @@ def cases() -> dict[str, Callable[[], object]]:
 
     return {
         "lattice build": lambda: PermutohedralLattice(features, backend="torch"),
+        "lattice build, accuracy=1": lambda: PermutohedralLattice(
+            features, backend="torch", accuracy=1
+        ),
         f"lattice filter (K={K})": lambda: lattice(values),
         "dense CRF fwd+bwd (builds)": loss_call(dense_crf_loss),
         "dense CRF fwd+bwd (prebuilt)": loss_call(dense_crf_loss, affinity=affinity),

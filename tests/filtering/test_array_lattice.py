@@ -22,16 +22,17 @@ def _features(batch: int | None, n: int = 900, d: int = 5, dtype=np.float32) -> 
 
 @pytest.mark.parametrize("batch", [None, 2])
 @pytest.mark.parametrize(("dtype", "tolerance"), [(np.float32, 1e-5), (np.float64, 1e-12)])
-def test_equals_the_numba_backend_of_the_tensor_lattice(batch, dtype, tolerance) -> None:
+@pytest.mark.parametrize("accuracy", [0, 1])
+def test_equals_the_numba_backend_of_the_tensor_lattice(batch, dtype, tolerance, accuracy) -> None:
     from weakseg.filtering import ArrayLattice, PermutohedralLattice
 
     features = _features(batch, dtype=dtype)
     values_shape = (3, 900) if batch is None else (batch, 3, 900)
     values = np.random.default_rng(1).random(values_shape).astype(dtype)
-    lattice = ArrayLattice(features)
+    lattice = ArrayLattice(features, accuracy=accuracy)
     got = lattice.filter(values)
     batched = torch.from_numpy(features if batch else features[None])
-    reference = PermutohedralLattice(batched, backend="numba")
+    reference = PermutohedralLattice(batched, backend="numba", accuracy=accuracy)
     expected = reference(torch.from_numpy(values if batch else values[None])).numpy()
     expected = expected if batch else expected[0]
     assert got.shape == values.shape and got.dtype == dtype

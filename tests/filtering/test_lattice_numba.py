@@ -214,3 +214,22 @@ def test_lattices_reusing_pooled_arrays_filter_as_fresh_ones() -> None:
     assert not np.shares_memory(second._ops._vertex_of_entry, third._ops._vertex_of_entry)
     for lattice, reference in zip((second, third), expected, strict=True):
         torch.testing.assert_close(lattice(values), reference, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_rings_grow_the_tables_when_the_guess_is_short(
+    batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Accuracy levels add rings of vertices; their tables are sized from a guess and grow
+    # (number and dilate again) when it is short: the lattice must not depend on it.
+    from weakseg.filtering._lattice_geometry import ACCURACY_LEVELS
+
+    n, d = 400, 4
+    points = _points(batch, n, d, seed=5)
+    values = torch.rand(batch, 2, n, generator=torch.Generator().manual_seed(3))
+    refined = ACCURACY_LEVELS[2]
+    expected = numba_backend.NumbaLatticeOps(points, batch, n, refinement=refined)
+    monkeypatch.setattr(numba_backend, "_guess_dilated", lambda count, d, rings: count)
+    grown = numba_backend.NumbaLatticeOps(points, batch, n, refinement=refined)
+    assert grown.num_vertices == expected.num_vertices > 10 * n * batch
+    torch.testing.assert_close(_filter(grown, values), _filter(expected, values))

@@ -7,10 +7,11 @@ one CSR sparse-dense product each, so that filtering C channels is 2 (d + 1) + 4
 (kernel launches on a GPU) whatever C: a transposing copy in, the splat ``S``, the ``2 (d + 1)``
 passes, the slice ``S^T``, and one scaling product that writes the channel-major result.
 
-A build is about a hundred operations and one host synchronization, where the vertex count
-comes back (it sizes the lattice) together with the checks that the features are finite and
-that their keys fit in int64. The key layout is computed on the device from the points' bounds,
-and the constants (elevation matrix) are made once per device and kept.
+A build is about 160 operations and one host synchronization, where the vertex count comes
+back (it sizes the lattice) together with the checks that the features are finite and that
+their keys fit in int64; a refined lattice (``accuracy`` >= 1) adds one per ring of vertices.
+The key layout is computed on the device from the points' bounds, and the constants (elevation
+matrix) are made once per device and kept.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from weakseg.filtering._lattice_geometry import (
+    ACCURACY_LEVELS,
     NEGLIGIBLE_SQ_DISTANCE,
     BlurPlan,
+    Refinement,
     check_key_range,
     elevation_matrix,
 )
@@ -38,10 +41,10 @@ def _csr(rows: Tensor, cols: Tensor, values: Tensor, size: tuple[int, int]) -> T
 
 
 @functools.lru_cache(maxsize=16)
-def _elevation(d: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """The elevation matrix ``E [d+1, d]``, copied to ``device`` once (each copy of host data
-    to a GPU synchronizes it); never written to."""
-    return elevation_matrix(d, dtype, device)
+def _elevation(d: int, dtype: torch.dtype, device: torch.device, scale: float) -> Tensor:
+    """The elevation matrix ``E [d+1, d]`` at lattice ``scale``, copied to ``device`` once
+    (each copy of host data to a GPU synchronizes it); never written to."""
+    return elevation_matrix(d, dtype, device, scale)
 
 
 @functools.lru_cache(maxsize=16)
@@ -72,11 +75,14 @@ def descending_rank(offset: Tensor, *, broadcast: bool | None = None) -> Tensor:
     return rank.to(torch.int64)
 
 
-def enclosing_simplices(points: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def enclosing_simplices(
+    points: Tensor, scale: float = 1.0
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Nearest remainder-0 point, rank and barycentric weights of each point's simplex.
 
     Args:
         points: Tensor[P, d], features already divided by their bandwidths.
+        scale: the lattice scale (see :class:`Refinement`).
 
     Returns:
         ``nearest`` int64 [P, d+1] (coordinates / (d+1)), ``rank`` int64 [P, d+1] in 0..d,
@@ -87,7 +93,7 @@ def enclosing_simplices(points: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]
         meaningless.
     """
     num_points, d = points.shape
-    elevated = points @ _elevation(d, points.dtype, points.device).T  # (P, d+1)
+    elevated = points @ _elevation(d, points.dtype, points.device, scale).T  # (P, d+1)
     scaled = elevated / (d + 1)
     up, down = torch.ceil(scaled), torch.floor(scaled)
     nearest = torch.where(up * (d + 1) - elevated < elevated - down * (d + 1), up, down)
@@ -110,17 +116,18 @@ def enclosing_simplices(points: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]
     return nearest, rank, bary[:, : d + 1].contiguous(), bounds
 
 
-def _key_layout(bounds: Tensor, batch_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _key_layout(bounds: Tensor, margin: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The mixed-radix layout of vertex keys (as :class:`KeyLayout`), on the device: ``low``
     and ``strides`` [d], the number of cells per batch element, and that number in float64
     (exact or overflowing int64, it tells whether the keys fit). Each coordinate of q spans
-    ``[min - 3, max + 2]``: two steps below and one above the range of ``nearest`` for the
-    simplex vertices and their neighbours, one more each way for the rank fix."""
-    low = bounds[0].to(torch.int64) - 3
-    ranges = bounds[1].to(torch.int64) + 3 - low  # (d,)
+    ``[min - 3 - margin, max + 2 + margin]``: two steps below and one above the range of
+    ``nearest`` for the simplex vertices and their neighbours, one more each way for the rank
+    fix, and ``margin`` more for the rings of a :class:`Refinement`."""
+    low = bounds[0].to(torch.int64) - (3 + margin)
+    ranges = bounds[1].to(torch.int64) + (3 + margin) - low  # (d,)
     products = torch.cumprod(ranges, dim=0)
     strides = F.pad(products[:-1], (1, 0), value=1)
-    return low, strides, products[-1], bounds.double().diff(dim=0).add(6).prod()
+    return low, strides, products[-1], bounds.double().diff(dim=0).add(6 + 2 * margin).prod()
 
 
 class TorchLatticeOps:
@@ -130,16 +137,21 @@ class TorchLatticeOps:
     """
 
     def __init__(
-        self, points: Tensor, batch_size: int, points_per_batch: int, symmetric: bool = True
+        self,
+        points: Tensor,
+        batch_size: int,
+        points_per_batch: int,
+        symmetric: bool = True,
+        refinement: Refinement = ACCURACY_LEVELS[0],
     ) -> None:
         d, device = points.shape[1], points.device
         d1 = d + 1
-        self._plan = BlurPlan.for_dims(d, symmetric)
+        self._plan = BlurPlan.for_dims(d, symmetric, refinement.scale)
         num_points = points.shape[0]
         entries = num_points * d1
         self.dims, self.batch_size, self.points_per_batch = d, batch_size, points_per_batch
-        nearest, rank, bary, bounds = enclosing_simplices(points)
-        low, strides, cells, exact_cells = _key_layout(bounds, batch_size)
+        nearest, rank, bary, bounds = enclosing_simplices(points, refinement.scale)
+        low, strides, cells, exact_cells = _key_layout(bounds, refinement.rings)
 
         # Vertex k of a point's simplex has coordinates (d+1) q + k with q = nearest - [rank >
         # d - k] over the first d coordinates: going from vertex k - 1 to k drops the coordinate
@@ -166,10 +178,35 @@ class TorchLatticeOps:
             raise ValueError(f"features contains {bad} non-finite values (NaN or inf)")
         check_key_range(exact_cells, d1 * batch_size, d)
         num_vertices = int(count)
-
-        vertex_of_entry = torch.empty_like(order).scatter_(0, order, vertex_sorted)
         rows = torch.searchsorted(vertex_sorted, torch.arange(num_vertices + 1, device=device))
         vertex_keys = sorted_keys.index_select(0, rows[:-1])  # (M,) ascending
+
+        # Neighbour keys along each direction j, as KeyLayout.neighbor_offsets gives them: a
+        # step from remainder k >= 1 leads to k - 1, from remainder 0 to d.
+        along = F.pad(strides * d1 - 1, (0, 1), value=-1)  # (d+1,)
+        zero_extra = d1 - strides.sum() * d1
+        if refinement.rings:
+            # Rings of vertices without points (one data-dependent size each): renumber.
+            occupied = vertex_keys
+            for _ in range(refinement.rings):
+                remainder = vertex_keys % d1
+                ahead = vertex_keys + torch.where(remainder == 0, zero_extra, 0)
+                behind = vertex_keys - torch.where(remainder == d, zero_extra, 0)
+                vertex_keys = torch.unique(
+                    torch.cat(
+                        [
+                            vertex_keys[None, :],
+                            ahead[None, :] + along[:, None],
+                            behind[None, :] - along[:, None],
+                        ]
+                    )
+                )
+            renumber = torch.searchsorted(vertex_keys, occupied)
+            vertex_sorted = renumber.index_select(0, vertex_sorted)
+            num_vertices = vertex_keys.shape[0]
+            rows = torch.searchsorted(vertex_sorted, torch.arange(num_vertices + 1, device=device))
+
+        vertex_of_entry = torch.empty_like(order).scatter_(0, order, vertex_sorted)
         weights = bary.reshape(-1)
         self._splat = _csr(
             rows, order // d1, weights.index_select(0, order), size=(num_vertices, num_points)
@@ -186,10 +223,7 @@ class TorchLatticeOps:
         # One pass along direction j: out_m = n (v_{f(m)} + v_{g(m)}) + c v_m with f, g the
         # neighbours along j. Mass blurred towards a vertex that no point uses is dropped, as in
         # the classic lattice: an absent neighbour is an entry of weight 0 on the diagonal, so
-        # every row has 3 entries and no data-dependent size arises. Neighbour keys as
-        # :meth:`KeyLayout.neighbor_offsets` gives them.
-        along = F.pad(strides * d1 - 1, (0, 1), value=-1)  # (d+1,)
-        zero_extra = d1 - strides.sum() * d1
+        # every row has 3 entries and no data-dependent size arises.
         step = torch.where(vertex_keys % d1 == 0, zero_extra, 0)  # (M,)
         target = (vertex_keys + step)[None, :] + along[:, None]  # (d+1, M)
         position = torch.searchsorted(vertex_keys, target).clamp_max_(num_vertices - 1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from weakseg.filtering._lattice_geometry import calibration_sample, mass_correction
+from weakseg.filtering._lattice_geometry import calibration_sample, mass_correction, refinement
 from weakseg.filtering._lattice_numba import NumbaLattice
 
 __all__ = ["ArrayLattice"]
@@ -29,6 +29,7 @@ class ArrayLattice:
         calibrate: rescale to the exact degrees on a fixed sample (see
             :class:`~weakseg.filtering.PermutohedralLattice`).
         threads: numba threads (default: all of numba's).
+        accuracy: 0, 1 or 2, as for :class:`~weakseg.filtering.PermutohedralLattice`.
 
     Example:
         >>> features = np.random.default_rng(0).normal(size=(5, 400)).astype(np.float32)
@@ -44,7 +45,9 @@ class ArrayLattice:
         symmetric: bool = True,
         calibrate: bool = True,
         threads: int | None = None,
+        accuracy: int = 0,
     ) -> None:
+        refined = refinement(accuracy, symmetric)
         features = np.asarray(features)
         if features.ndim not in (2, 3) or 0 in features.shape:
             raise ValueError(
@@ -63,9 +66,9 @@ class ArrayLattice:
             bad = int((~np.isfinite(batched)).sum())
             raise ValueError(f"features contains {bad} non-finite values (NaN or inf)")
         points = np.ascontiguousarray(batched.transpose(0, 2, 1).reshape(-1, dims), dtype=dtype)
-        self._core = NumbaLattice(points, batch, n, box, symmetric, threads)
+        self._core = NumbaLattice(points, batch, n, box, symmetric, threads, refined)
         self.num_vertices = self._core.num_vertices
-        self._scale = np.full(batch, mass_correction(dims), dtype=np.float64)
+        self._scale = np.full(batch, mass_correction(dims, refined.scale), dtype=np.float64)
         if calibrate:
             samples, neighbors, weight = calibration_sample(n)
             exact = self._core.exact_degrees_array(points, samples, neighbors) * weight
