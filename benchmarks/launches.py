@@ -28,11 +28,12 @@ Host synchronizations ("syncs"), each a point where a GPU's host waits for the d
   host-to-device copy, after which PyTorch synchronizes the stream.
 
 Some branches differ between the CPU and a GPU; the counts take the GPU's (``gpu_branches``):
-``descending_rank`` broadcasts (it loops over column pairs on the CPU); the finiteness passes of
-``PermutohedralLattice.__call__`` over the values and of the feature builders over the images
-are skipped (on the CPU they cost no synchronization); the losses check their inputs' values
-with a device-side assertion (on the CPU they read the statistics back, to name them). Run on
-an older tree, the script patches only the branches that tree has.
+the lattice takes the GPU's steps (``host_steps``: one sort of all vertex keys, the CSR
+products); ``descending_rank`` broadcasts (it loops over column pairs on the CPU); the
+finiteness passes of ``PermutohedralLattice.__call__`` over the values and of the feature
+builders over the images are skipped (on the CPU they cost no synchronization); the losses
+check their inputs' values with a device-side assertion (on the CPU they read the statistics
+back, to name them). Run on an older tree, the script patches only the branches that tree has.
 
     python benchmarks/launches.py [--detail]
 """
@@ -139,6 +140,8 @@ def gpu_branches() -> Iterator[None]:
         (lattice_torch, "descending_rank", functools.partial(rank, broadcast=True)),
         (lattice_module, "check_values", values_unchecked),
     ]
+    if hasattr(lattice_torch, "host_steps"):  # the CPU's own build and products, since
+        patches.append((lattice_torch, "host_steps", lambda device: False))
     if hasattr(features_module, "check_finite_on_cpu"):  # before, it checked on every device
         patches.append((features_module, "check_finite_on_cpu", lambda name, value: None))
     if "on_device" in inspect.signature(inputs).parameters:  # not before the device checks
@@ -206,7 +209,7 @@ def cases() -> dict[str, Callable[[], object]]:
     logits = torch.randn(2, K, 32, 32, generator=generator, requires_grad=True)
     probs = torch.softmax(logits, dim=1)
     values = torch.rand(2, K, 32, 32, generator=generator)
-    with preferred_backend("torch"):
+    with preferred_backend("torch"), gpu_branches():  # built as on a GPU
         lattice = PermutohedralLattice(features, backend="torch")
         affinity = GaussianAffinity(images, sigma_xy=5.0)
 

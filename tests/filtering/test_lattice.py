@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from weakseg.filtering import (
     PermutohedralLattice,
+    _lattice_torch,
     dense_gaussian_filter,
     rgbxy_features,
     volume_features,
@@ -269,9 +270,11 @@ def test_non_finite_features_are_counted(backend: str, bad: float) -> None:
         PermutohedralLattice(features, backend=backend)
 
 
-def test_torch_build_synchronizes_once() -> None:
+def test_torch_build_synchronizes_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # On a GPU every read of a value, data-dependent size or copy of host data stops the host
-    # until the device catches up: the build has one, the vertex count with its checks.
+    # until the device catches up: the build has one, the vertex count with its checks. (The
+    # GPU's steps, run here on the CPU.)
+    monkeypatch.setattr(_lattice_torch, "host_steps", lambda device: False)
     features = rgbxy_features(torch.rand(2, 3, 16, 16) * 255, 15.0, 5.0)
     PermutohedralLattice(features, backend="torch")  # device constants are made once
     reads = []
@@ -291,6 +294,31 @@ def test_torch_build_synchronizes_once() -> None:
     names = [event.name for event in trace.events()]
     assert [n for n in names if n.startswith(synchronizing) or n == "aten::lift_fresh"] == []
     assert reads == [3]  # one transfer: vertex count, finiteness, key range
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(2, 5, 30, 30), (1, 4, 6, 7, 8), (3, 2, 50)])
+@pytest.mark.parametrize("accuracy", [0, 1, 2])
+def test_torch_cpu_steps_equal_gpu_steps(
+    shape: tuple[int, ...], accuracy: int, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The CPU build (points grouped by simplex, two-step splat, kept work arrays) and the GPU
+    # build (one sort of all vertex keys) make the same lattice: the same vertices and weights.
+    generator = torch.Generator().manual_seed(sum(shape) + accuracy)
+    features = torch.rand(shape, generator=generator, dtype=dtype) * 4
+    values = torch.rand((shape[0], 3, *shape[2:]), generator=generator, dtype=dtype)
+    host = PermutohedralLattice(features, backend="torch", accuracy=accuracy)
+    assert host._ops._host
+    monkeypatch.setattr(_lattice_torch, "host_steps", lambda device: False)
+    device = PermutohedralLattice(features, backend="torch", accuracy=accuracy)
+    assert not device._ops._host
+    assert host._ops.num_vertices == device._ops.num_vertices
+    tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {}
+    torch.testing.assert_close(host(values), device(values), **tolerance)
+    transposed = host.filter_flat(values.flatten(2), transpose=True)
+    torch.testing.assert_close(
+        transposed, device.filter_flat(values.flatten(2), transpose=True), **tolerance
+    )
 
 
 @pytest.mark.skipif(not numba_available(), reason="numba not installed (weakseg[fast])")

@@ -185,3 +185,17 @@ def test_lattice_gradient_equals_autograd_through_the_lattice_function(device):
     ws, degree = filtered[:, :4], filtered[:, 4:]
     ((ref * (degree - ws)).sum() / degree.sum()).backward()
     torch.testing.assert_close(mine.grad, ref.grad, rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize("normalization", ["rloss", "rloss_original"])
+def test_rloss_gradient_in_place_only_when_the_graph_is_freed(normalization):
+    # The rloss backward writes its gradient into the forward's W S when nothing can read it
+    # again; with retain_graph a second backward must see the same W S and give the same grad.
+    images = torch.rand(2, 3, 9, 11) * 255
+    logits = torch.randn(2, 4, 9, 11, requires_grad=True)
+    loss = dense_crf_loss(images, logits.softmax(1), normalization=normalization, **SIGMAS)
+    (first,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (freed,) = torch.autograd.grad(loss, logits)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    torch.testing.assert_close(first, freed, rtol=0, atol=0)

@@ -85,16 +85,17 @@ _HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing
 
 
 @njit(cache=True)
-def _elevate_block(points, start, count, elevation, coords, elevated):  # pragma: no cover
-    """``elevated [d+1, BLOCK] = E coords`` for points ``start .. start+count`` (feature-major
-    copies, so that every loop below runs over the block's points and vectorizes)."""
+def _elevate_block(features, b, start, count, elevation, coords, elevated):  # pragma: no cover
+    """``elevated [d+1, BLOCK] = E coords`` for points ``start .. start+count`` of batch element
+    ``b`` of channel-major ``features [B, d, N]`` (read along N, so the copy into the block
+    vectorizes, and every loop below runs over the block's points)."""
     d1, d = elevation.shape
-    zero = points.dtype.type(0)
-    for i in range(count):
-        for j in range(d):
-            coords[j, i] = points[start + i, j]
-    for i in range(count, _BLOCK):  # a partial last block: pad with the first point
-        for j in range(d):
+    zero = features.dtype.type(0)
+    for j in range(d):
+        source = features[b, j]
+        for i in range(count):
+            coords[j, i] = source[start + i]
+        for i in range(count, _BLOCK):  # a partial last block: pad with the first point
             coords[j, i] = coords[j, 0]
     for c in range(d1):
         row = elevated[c]
@@ -159,23 +160,28 @@ def _simplex_block(elevated, near, rank, bary_t):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True)
-def _nearest_bounds(points, elevation):  # pragma: no cover - compiled
-    """Bounds on the remainder-0 coordinates ``nearest`` of every point's simplex, per chunk:
-    ``floor(min / (d+1)) - 1`` and ``ceil(max / (d+1)) + 1`` of each elevated coordinate (the
-    rounding moves a coordinate by at most one step, the rank fix by one more)."""
-    num_points, d = points.shape
+def _nearest_bounds(features, elevation):  # pragma: no cover - compiled
+    """Bounds on the remainder-0 coordinates ``nearest`` of every point's simplex, per chunk of
+    ``features [B, d, N]``: ``floor(min / (d+1)) - 1`` and ``ceil(max / (d+1)) + 1`` of each
+    elevated coordinate (the rounding moves a coordinate by at most one step, the rank fix by
+    one more)."""
+    batch, d, n = features.shape
     d1 = d + 1
-    chunks = (num_points + _CHUNK - 1) // _CHUNK
+    per_element = (n + _CHUNK - 1) // _CHUNK
+    chunks = batch * per_element
     lows = np.empty((chunks, d1), np.int64)
     highs = np.empty((chunks, d1), np.int64)
     for chunk in prange(chunks):
-        coords = np.empty((d, _BLOCK), points.dtype)
-        elevated = np.empty((d1, _BLOCK), points.dtype)
-        low = np.full((d1, _BLOCK), np.inf, points.dtype)
-        high = np.full((d1, _BLOCK), -np.inf, points.dtype)
-        stop = min(num_points, (chunk + 1) * _CHUNK)
-        for start in range(chunk * _CHUNK, stop, _BLOCK):
-            _elevate_block(points, start, min(_BLOCK, stop - start), elevation, coords, elevated)
+        b, first = chunk // per_element, (chunk % per_element) * _CHUNK
+        coords = np.empty((d, _BLOCK), features.dtype)
+        elevated = np.empty((d1, _BLOCK), features.dtype)
+        low = np.full((d1, _BLOCK), np.inf, features.dtype)
+        high = np.full((d1, _BLOCK), -np.inf, features.dtype)
+        stop = min(n, first + _CHUNK)
+        for start in range(first, stop, _BLOCK):
+            _elevate_block(
+                features, b, start, min(_BLOCK, stop - start), elevation, coords, elevated
+            )
             for c in range(d1):
                 for i in range(_BLOCK):
                     low[c, i] = min(low[c, i], elevated[c, i])
@@ -227,13 +233,14 @@ def _find_or_insert(table_keys, table_index, keys, key, count, bits):  # pragma:
 
 @njit(parallel=True, cache=True)
 def _splat_weights_and_vertices(
-    points, elevation, low, strides, points_per_batch, parts, tables, capacity_bits, bary, local
+    features, elevation, low, strides, parts, tables, capacity_bits, bary, local
 ):  # pragma: no cover - compiled
     """Enclosing simplex, barycentric weights and vertex names of every point, in one pass.
 
-    The points of each batch element are cut into ``parts`` contiguous ranges (tasks), hashed in
-    parallel, one open-addressing table per task. For each point: the nearest remainder-0 point
-    and the rank of each coordinate (Adams et al.), the weights ``bary [P, d+1]``, then vertex k's
+    The points of each batch element of ``features [B, d, N]`` are cut into ``parts``
+    contiguous ranges (tasks), hashed in parallel, one open-addressing table per task. For each
+    point: the nearest remainder-0 point and the rank of each coordinate (Adams et al.), the
+    weights ``bary [P, d+1]`` (P = B N), then vertex k's
     key ``(cell key of q) (d+1) + k`` with ``q = nearest - [rank > d-k]`` over the first d
     coordinates, built incrementally (vertex k drops the coordinate of rank d+1-k) and looked up
     or inserted. Fills the weights ``bary [P, d+1]``, the task-local vertex index of every entry
@@ -241,21 +248,21 @@ def _splat_weights_and_vertices(
     at -1; slot indices; keys in order of first appearance); returns the vertex count per task,
     -1 where a table filled up.
     """
-    num_points, d = points.shape
+    batch, d, n = features.shape
     d1 = d + 1
     table_keys, table_index, vertex_keys = tables
-    tasks = (num_points // points_per_batch) * parts
-    part_size = (points_per_batch + parts - 1) // parts
+    tasks = batch * parts
+    part_size = (n + parts - 1) // parts
     counts = np.zeros(tasks, np.int64)
     for task in prange(tasks):
         b, part = task // parts, task % parts
-        first = b * points_per_batch + part * part_size
-        last = min((b + 1) * points_per_batch, first + part_size)
-        coords = np.empty((d, _BLOCK), points.dtype)
-        elevated = np.empty((d1, _BLOCK), points.dtype)
-        near = np.empty((d1, _BLOCK), points.dtype)
+        first = part * part_size
+        last = min(n, first + part_size)
+        coords = np.empty((d, _BLOCK), features.dtype)
+        elevated = np.empty((d1, _BLOCK), features.dtype)
+        near = np.empty((d1, _BLOCK), features.dtype)
         rank = np.empty((d1, _BLOCK), np.int32)
-        bary_t = np.empty((d1 + 1, _BLOCK), points.dtype)
+        bary_t = np.empty((d1 + 1, _BLOCK), features.dtype)
         stride_of_rank = np.zeros(d1, np.int64)
         previous = np.full(d1, _EMPTY, np.int64)  # keys of the previous point's vertices
         previous_index = np.zeros(d1, np.int32)
@@ -263,10 +270,10 @@ def _splat_weights_and_vertices(
         full = False
         for start in range(first, last, _BLOCK):
             size = min(_BLOCK, last - start)
-            _elevate_block(points, start, size, elevation, coords, elevated)
+            _elevate_block(features, b, start, size, elevation, coords, elevated)
             _simplex_block(elevated, near, rank, bary_t)
             for i in range(size):
-                p = start + i
+                p = b * n + start + i
                 key = 0
                 for c in range(d):
                     key += (np.int64(near[c, i]) - low[c]) * strides[c]
@@ -661,25 +668,20 @@ def _exp_minus_half(sq):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def _exact_degrees(points, samples, neighbors, points_per_batch, batch):  # pragma: no cover
-    """``sum_q exp(-|f_p - f_q|^2 / 2)`` over q in ``neighbors``, for p in ``samples``, per batch
-    element: [batch, len(samples)]. Pairs farther than ``NEGLIGIBLE_SQ_DISTANCE`` are left out,
-    as in the PyTorch backend. Float64 and branch-free, so that the loop over q vectorizes."""
-    d = points.shape[1]
-    num_samples, num_neighbors = samples.shape[0], neighbors.shape[0]
-    # Neighbour coordinates feature-major and contiguous: the inner loop streams through them.
-    near = np.empty((batch, d, num_neighbors), np.float64)
-    for b in range(batch):
-        for q in range(num_neighbors):
-            for j in range(d):
-                near[b, j, q] = points[b * points_per_batch + neighbors[q], j]
+def _exact_degrees(at, near):  # pragma: no cover
+    """``sum_q exp(-|f_p - f_q|^2 / 2)`` over the neighbours ``near [B, d, Q]`` for the samples
+    ``at [B, d, S]`` (float64, gathered from the features): [B, S]. Pairs farther than
+    ``NEGLIGIBLE_SQ_DISTANCE`` are left out, as in the PyTorch backend. Branch-free, so that
+    the loop over q vectorizes (neighbour coordinates feature-major and contiguous: the inner
+    loop streams through them)."""
+    batch, d, num_samples = at.shape
+    num_neighbors = near.shape[2]
     out = np.zeros((batch, num_samples), np.float64)
     for task in prange(batch * num_samples):
         b, s = task // num_samples, task % num_samples
-        p = b * points_per_batch + samples[s]
         sq = np.zeros(num_neighbors, np.float64)
         for j in range(d):  # innermost loops over q: they vectorize
-            coordinate = np.float64(points[p, j])
+            coordinate = at[b, j, s]
             row = near[b, j]
             for q in range(num_neighbors):
                 diff = coordinate - row[q]
@@ -692,13 +694,23 @@ def _exact_degrees(points, samples, neighbors, points_per_batch, batch):  # prag
     return out
 
 
-@njit(cache=True)
-def _splat_ones(vertex_of_entry, bary, num_vertices):  # pragma: no cover - compiled
-    lattice = np.zeros((num_vertices + 1, 1), bary.dtype)
-    d1 = bary.shape[1]
-    for p in range(bary.shape[0]):
-        for k in range(d1):
-            lattice[vertex_of_entry[p * d1 + k], 0] += bary[p, k]
+@njit(parallel=True, cache=True)
+def _splat_ones(vertex_of_entry, bary, num_vertices, num_threads):  # pragma: no cover - compiled
+    """``S 1``: lattice values ``[M + 1, 1]`` of all-one values, each thread summing a range of
+    points into its own float64 buffer."""
+    num_points, d1 = bary.shape
+    partial = np.zeros((num_threads, num_vertices + 1), np.float64)
+    per_thread = (num_points + num_threads - 1) // num_threads
+    for t in prange(num_threads):
+        for p in range(t * per_thread, min(num_points, (t + 1) * per_thread)):
+            for k in range(d1):
+                partial[t, vertex_of_entry[p * d1 + k]] += bary[p, k]
+    lattice = np.empty((num_vertices + 1, 1), bary.dtype)
+    for m in range(num_vertices + 1):
+        total = 0.0
+        for t in range(num_threads):
+            total += partial[t, m]
+        lattice[m, 0] = total
     return lattice
 
 
@@ -797,9 +809,18 @@ def _guess_dilated(count: int, d: int, rings: int) -> int:
     return count * (d + 3) ** rings
 
 
+def _channel_major(points: np.ndarray, batch_size: int) -> np.ndarray:
+    """``[B, d, N]`` features from channel-major ``[B, d, N]`` (returned as is) or from
+    point-major ``points [B N, d]`` (a transposed view)."""
+    if points.ndim == 3:
+        return points
+    return points.reshape(batch_size, -1, points.shape[1]).transpose(0, 2, 1)
+
+
 class NumbaLattice:
-    """The lattice of ``points [P, d]`` (a float32/64 NumPy array, P = batch_size x
-    points_per_batch) with ``apply(values [B, C, N]) -> [B, C, N]``; torch-free."""
+    """The lattice of float32/64 NumPy features, channel-major ``[B, d, N]`` or point-major
+    ``points [P, d]`` (P = batch_size x points_per_batch), with ``apply(values [B, C, N]) ->
+    [B, C, N]``; torch-free."""
 
     def __init__(
         self,
@@ -811,22 +832,25 @@ class NumbaLattice:
         threads: int | None = None,
         refinement: Refinement = ACCURACY_LEVELS[0],
     ) -> None:
-        """``feature_range``: per-dimension minimum and maximum of ``points`` ([d] each), when
-        the caller has them cheaply (they bound the vertex keys without a pass over the points).
-        ``threads``: numba threads (default: PyTorch's count where torch is loaded, else
-        numba's). ``refinement``: the lattice scale and rings of an ``accuracy`` level."""
-        d = points.shape[1]
+        """``points``: ``[B, d, N]`` (read in place when C-contiguous) or ``[B N, d]`` (copied
+        to channel-major). ``feature_range``: per-dimension minimum and maximum of the points
+        ([d] each), when the caller has them cheaply (they bound the vertex keys without a pass
+        over the points). ``threads``: numba threads (default: PyTorch's count where torch is
+        loaded, else numba's). ``refinement``: the lattice scale and rings of an ``accuracy``
+        level."""
+        features = np.ascontiguousarray(_channel_major(points, batch_size))
+        d = features.shape[1]
         self.dims, self.batch_size, self.points_per_batch = d, batch_size, points_per_batch
         self._requested_threads = threads
         self._threads = self._sync_threads()
-        array = np.ascontiguousarray(points)
-        elevation = elevation_array(d, refinement.scale).astype(array.dtype)
+        num_points = batch_size * points_per_batch
+        elevation = elevation_array(d, refinement.scale).astype(features.dtype)
         rings = refinement.rings
         layout = None
         if feature_range is not None:
             layout = _layout_from_feature_range(feature_range, elevation, rings)
         if layout is None:
-            lows, highs = _nearest_bounds(array, elevation)
+            lows, highs = _nearest_bounds(features, elevation)
             layout = KeyLayout.from_range(
                 lows[:, :d].min(axis=0).tolist(),
                 highs[:, :d].max(axis=0).tolist(),
@@ -841,8 +865,8 @@ class NumbaLattice:
         part_size = -(-points_per_batch // parts)
         bits = max(10, math.ceil(math.log2(max(2, part_size))) + 1)
         tasks = batch_size * parts
-        self._bary = _POOL.take((array.shape[0], d + 1), array.dtype)
-        local = _POOL.take((array.shape[0] * (d + 1),), np.int32)
+        self._bary = _POOL.take((num_points, d + 1), features.dtype)
+        local = _POOL.take((num_points * (d + 1),), np.int32)
         weakref.finalize(self, _POOL.give, self._bary, local)  # for the next lattice
         while True:
             hashing = (
@@ -852,16 +876,7 @@ class NumbaLattice:
             )
             hashing[0].fill(_EMPTY)
             counts = _splat_weights_and_vertices(
-                array,
-                elevation,
-                low,
-                strides,
-                points_per_batch,
-                parts,
-                hashing,
-                bits,
-                self._bary,
-                local,
+                features, elevation, low, strides, parts, hashing, bits, self._bary, local
             )
             if counts.min() >= 0:
                 break
@@ -923,18 +938,18 @@ class NumbaLattice:
     def exact_degrees_array(
         self, points: np.ndarray, samples: np.ndarray, neighbors: np.ndarray
     ) -> np.ndarray:
-        """Exact ``sum_q W_pq`` (float64) over q in ``neighbors`` for p in ``samples``: [B, S]."""
-        return _exact_degrees(
-            np.ascontiguousarray(points),
-            samples.astype(np.int64),
-            neighbors.astype(np.int64),
-            self.points_per_batch,
-            self.batch_size,
-        )
+        """Exact ``sum_q W_pq`` (float64) over q in ``neighbors`` for p in ``samples``: [B, S],
+        for the lattice's points, ``[B, d, N]`` or ``[B N, d]``."""
+        features = _channel_major(points, self.batch_size)
+        at, near = (
+            np.ascontiguousarray(features[:, :, index.astype(np.int64)], dtype=np.float64)
+            for index in (samples, neighbors)
+        )  # (B, d, S), (B, d, Q)
+        return _exact_degrees(at, near)
 
     def lattice_degrees_array(self, samples: np.ndarray) -> np.ndarray:
         """``(S^T B S 1)_p`` for p in ``samples`` of every batch element: [B, S]."""
-        lattice = _splat_ones(self._vertex_of_entry, self._bary, self.num_vertices)
+        lattice = _splat_ones(self._vertex_of_entry, self._bary, self.num_vertices, self._threads)
         lattice = self._blur(lattice, self._plan)
         offsets = np.arange(self.batch_size)[:, None] * self.points_per_batch
         points = (offsets + samples.astype(np.int64)[None, :]).reshape(-1)
@@ -986,7 +1001,8 @@ class NumbaLattice:
 
 
 class NumbaLatticeOps(NumbaLattice):
-    """:class:`NumbaLattice` for CPU tensors: the interface of the PyTorch backend's ops."""
+    """:class:`NumbaLattice` for CPU tensors (features ``[B, d, N]`` or points ``[P, d]``):
+    the interface of the PyTorch backend's ops."""
 
     def __init__(
         self,

@@ -1,23 +1,38 @@
 """The pure-PyTorch lattice backend: runs on every device, the reference for the others.
 
-Construction sorts integer keys instead of hashing: every point names the d + 1 vertices of its
-simplex by an int64 key, and one stable sort of these P (d + 1) keys numbers the vertices and
-lists, vertex by vertex, the points that splat onto it. Splat, every blur pass and slice are then
-one CSR sparse-dense product each, so that filtering C channels is 2 (d + 1) + 4 operations
-(kernel launches on a GPU) whatever C: a transposing copy in, the splat ``S``, the ``2 (d + 1)``
-passes, the slice ``S^T``, and one scaling product that writes the channel-major result.
+Construction sorts integer keys instead of hashing, in one of two ways that give the same
+lattice (the same vertices, numbered in key order, and the same weights):
 
-A build is about 160 operations and one host synchronization, where the vertex count comes
-back (it sizes the lattice) together with the checks that the features are finite and that
-their keys fit in int64; a refined lattice (``accuracy`` >= 1) adds one per ring of vertices.
-The key layout is computed on the device from the points' bounds, and the constants (elevation
-matrix) are made once per device and kept.
+- Off the CPU (the GPU's steps), every point names the d + 1 vertices of its simplex by an int64
+  key, and one stable sort of these P (d + 1) keys numbers the vertices and lists, vertex by
+  vertex, the points that splat onto it. A build is about 160 operations (kernel launches) and
+  one host synchronization, where the vertex count comes back (it sizes the lattice) together
+  with the checks that the features are finite and that their keys fit in int64; a refined
+  lattice (``accuracy`` >= 1) adds one per ring of vertices. The key layout is computed on the
+  device from the points' bounds, and the constants (elevation matrix) are made once per device.
+- On the CPU (:func:`host_steps`), where reading a number back costs nothing but sorting is
+  slow (a comparison sort: 6.3 M keys took 217 ms of a 4 x 512 x 512 build), the points are
+  sorted by their simplex instead: one key per point, and the few simplices that the points
+  share (150 k for those 1 M points) name the vertices of their corners. The points' simplices
+  are found block by block, so that the temporaries stay in the cache and no large array is
+  made afresh (each first write to fresh memory page-faults). The splat then goes in two
+  steps: points to their simplex's corners, ``G_k`` for the corner of remainder k, and corners
+  to vertices, ``Q_k``. Indices are int32 (what the sparse products use on the CPU).
+
+Splat, every blur pass and slice are then sparse-dense (CSR) products, so that filtering C
+channels is 2 (d + 1) + 4 operations on a GPU whatever C: a transposing copy in, the splat
+``S``, the ``2 (d + 1)`` passes, the slice ``S^T``, and one scaling product that writes the
+channel-major result. On the CPU the point-major work arrays are kept between calls
+(:class:`_BufferPool`) and every product writes into an existing array.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 import warnings
+import weakref
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +40,27 @@ from torch import Tensor
 
 from weakseg.filtering._lattice_geometry import (
     ACCURACY_LEVELS,
+    MAX_KEY,
     NEGLIGIBLE_SQ_DISTANCE,
     BlurPlan,
     Refinement,
     check_key_range,
     elevation_matrix,
 )
+
+# Points per block of the CPU build: its temporaries ([d+1, block] floats and integers) stay in
+# the cache. Measured at 4 x 512 x 512 (2 threads): 2^16 as fast as 2^17 and 2^19 is slower.
+_HOST_BLOCK = 1 << 18
+# Points per piece of a transposing copy: 2x faster than one copy of [d+1, 2^18] (measured).
+_TRANSPOSE_BLOCK = 1 << 14
+
+
+def host_steps(device: torch.device) -> bool:
+    """Whether the lattice on ``device`` takes the CPU's steps (grouping points by simplex,
+    pairwise ranks, kept work arrays) rather than the GPU's (one sort of all vertex keys, one
+    host synchronization, no data-dependent size). A function, so that tests and
+    ``benchmarks/launches.py`` can run the GPU's steps on the CPU."""
+    return device.type == "cpu"
 
 
 def _csr(rows: Tensor, cols: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
@@ -75,6 +105,15 @@ def descending_rank(offset: Tensor, *, broadcast: bool | None = None) -> Tensor:
     return rank.to(torch.int64)
 
 
+def _nearest(elevated: Tensor, d1: int) -> Tensor:
+    """The nearest multiple of ``d1`` = d + 1 to each entry of ``elevated``, over d + 1 (as
+    floats; halfway rounds down). Monotone, so the bounds of the result are the results of
+    the bounds."""
+    scaled = elevated / d1
+    up, down = torch.ceil(scaled), torch.floor(scaled)
+    return torch.where(up * d1 - elevated < elevated - down * d1, up, down)
+
+
 def enclosing_simplices(
     points: Tensor, scale: float = 1.0
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -94,9 +133,7 @@ def enclosing_simplices(
     """
     num_points, d = points.shape
     elevated = points @ _elevation(d, points.dtype, points.device, scale).T  # (P, d+1)
-    scaled = elevated / (d + 1)
-    up, down = torch.ceil(scaled), torch.floor(scaled)
-    nearest = torch.where(up * (d + 1) - elevated < elevated - down * (d + 1), up, down)
+    nearest = _nearest(elevated, d + 1)
     rank = descending_rank(elevated - nearest * (d + 1))
     bounds = torch.stack(torch.aminmax(nearest[:, :d], dim=0))  # (2, d)
     # The rounded point need not lie on sum(x) = 0: move the coordinates of extreme rank (by
@@ -130,6 +167,245 @@ def _key_layout(bounds: Tensor, margin: int) -> tuple[Tensor, Tensor, Tensor, Te
     return low, strides, products[-1], bounds.double().diff(dim=0).add(6 + 2 * margin).prod()
 
 
+def _corner_keys(cell_key: Tensor, rank: Tensor, strides: Tensor) -> Tensor:
+    """Vertex keys ``[R, d+1]`` of the simplices given by the key of their remainder-0 point
+    ``cell_key [R]`` (batch offset included) and ``rank [R, d+1]`` (int64).
+
+    Vertex k has coordinates (d+1) q + k with q = nearest - [rank > d - k] over the first d
+    coordinates: going from vertex k - 1 to k drops the coordinate of rank d + 1 - k (the last
+    coordinate, implied by sum = 0, has no stride)."""
+    count, d1 = rank.shape
+    stride_of_rank = torch.zeros_like(rank).scatter_(
+        1, rank, F.pad(strides, (0, 1)).expand(count, d1)
+    )  # (R, d+1)
+    dropped = F.pad(stride_of_rank.flip(1)[:, : d1 - 1].cumsum(dim=1), (1, 0))  # (R, d+1)
+    return (cell_key[:, None] - dropped) * d1 + torch.arange(d1, device=rank.device)
+
+
+def _neighbor_offsets(strides: Tensor) -> tuple[Tensor, Tensor]:
+    """Key differences to the neighbour along each direction j, as
+    :meth:`KeyLayout.neighbor_offsets` gives them: (the extra step of remainder-0 vertices,
+    ``along [d+1]``). A step from remainder k >= 1 leads to k - 1, from remainder 0 to d."""
+    d1 = strides.shape[0] + 1
+    along = F.pad(strides * d1 - 1, (0, 1), value=-1)  # (d+1,)
+    return d1 - strides.sum() * d1, along
+
+
+def _dilate(vertex_keys: Tensor, rings: int, zero_extra: Tensor, along: Tensor) -> Tensor:
+    """The sorted keys of ``vertex_keys`` and ``rings`` rings of their neighbours along every
+    lattice direction, both ways (one data-dependent size per ring)."""
+    d1 = along.shape[0]
+    for _ in range(rings):
+        remainder = vertex_keys % d1
+        ahead = vertex_keys + torch.where(remainder == 0, zero_extra, 0)
+        behind = vertex_keys - torch.where(remainder == d1 - 1, zero_extra, 0)
+        vertex_keys = torch.unique(
+            torch.cat(
+                [
+                    vertex_keys[None, :],
+                    ahead[None, :] + along[:, None],
+                    behind[None, :] - along[:, None],
+                ]
+            )
+        )
+    return vertex_keys
+
+
+class _BufferPool:
+    """Large CPU work tensors kept for the next call of the same size.
+
+    A first write to freshly allocated memory page-faults, and the C allocator hands blocks
+    over 32 MB back to the system as soon as they are freed: at 4 x 512 x 512 with 21 channels,
+    writing the 88 MB point-major array afresh took 58 ms against 16 ms into a kept one. Loss
+    calls filter arrays of one size call after call, so :meth:`take` hands out a kept tensor of
+    the asked size and dtype (stale contents: every user overwrites them) and :meth:`give`
+    keeps it again, up to ``max_bytes`` (the oldest go first). :meth:`output` lends one to a
+    caller until every tensor sharing its memory is gone. Thread-safe.
+    """
+
+    def __init__(self, max_bytes: int, min_bytes: int = 1 << 20) -> None:
+        self.max_bytes, self.min_bytes = max_bytes, min_bytes
+        self._kept: list[Tensor] = []
+        self._lock = threading.Lock()
+
+    def take(self, numel: int, dtype: torch.dtype) -> Tensor:
+        """A kept 1-D CPU tensor of ``numel`` entries, or a new one; uninitialized."""
+        with self._lock:
+            for i, kept in enumerate(self._kept):
+                if kept.numel() == numel and kept.dtype == dtype:
+                    return self._kept.pop(i)
+        return torch.empty(numel, dtype=dtype)
+
+    def give(self, *tensors: Tensor) -> None:
+        """Keep ``tensors`` (which their giver must no longer use) for a later :meth:`take`."""
+        with self._lock:
+            self._kept.extend(t for t in tensors if t.numel() * t.element_size() >= self.min_bytes)
+            while sum(t.numel() * t.element_size() for t in self._kept) > self.max_bytes:
+                self._kept.pop(0)
+
+    def output(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        """A new tensor of ``shape`` (uninitialized) on kept memory, which comes back to the
+        pool once no tensor uses that memory any more.
+
+        The tensor is made from a NumPy array over the kept one, so that its storage owns that
+        array: views, ``detach()`` and anything else sharing the storage keep it alive, and
+        the pool takes the memory back only when the array is freed (as the numba backend's
+        outputs do). Like theirs, the tensor cannot be resized.
+        """
+        numel = 1
+        for size in shape:
+            numel *= size
+        kept = self.take(numel, dtype)
+        carrier = kept.numpy()  # holds ``kept``; freed with the last tensor on its memory
+        weakref.finalize(carrier, self.give, kept)
+        return torch.from_numpy(carrier).view(shape)
+
+
+_POOL = _BufferPool(max_bytes=384 << 20)
+
+
+def _host_index_dtype(entries: int) -> torch.dtype:
+    """int32 for the CPU's sparse products (their MKL kernels take it without a conversion per
+    product) where every index and row offset fits, else int64."""
+    return torch.int32 if entries < (1 << 31) else torch.int64
+
+
+@dataclass
+class _Grouped:
+    """The points of a CPU build grouped by simplex (see :func:`_group_by_simplex`)."""
+
+    vertex_keys: Tensor  # (M,) ascending, occupied vertices only
+    corner_vertex: Tensor  # (U, d+1) vertex of corner k of simplex u
+    simplex_of_point: Tensor  # (P,)
+    order: Tensor  # (P,) points by simplex (stably)
+    starts: Tensor  # (U + 1,) of each simplex's run in ``order``
+    bary: Tensor  # (P, d+1)
+    bary_in_order: Tensor  # (d+1, P) the weights of ``order``'s points, corner by corner
+    strides: Tensor  # (d,) of the key layout
+
+
+def _simplex_block(elevated: Tensor, low_key: Tensor, code_weight: Tensor, bary: Tensor) -> Tensor:
+    """Simplex keys ``[n]`` of a block of points, their barycentric weights written into
+    ``bary [d+1, n]``; coordinate-major: ``elevated [d+1, n]``, ``low_key [d+1]`` (the strides
+    of the key layout, then ``-sum(low * strides)``), ``code_weight [d+1]`` (powers of d+1).
+    The arithmetic of :func:`enclosing_simplices`, rearranged for rows of points: ranks from
+    pairwise comparisons of rows, the rank fix from the row sums (which lie within about
+    (d+1)/2 of 0), the weights from the offsets taken in rank order."""
+    d1, n = elevated.shape
+    d = d1 - 1
+    device = elevated.device
+    scaled = elevated / d1
+    up, down = torch.ceil(scaled), scaled.floor_()
+    nearer_up = torch.mul(up, d1).sub_(elevated) < torch.sub(elevated, down, alpha=d1)
+    nearest = torch.where(nearer_up, up, down)
+    offset = torch.sub(elevated, nearest, alpha=d1)
+    # rank_i = #{j: o_j > o_i} + #{j < i: o_j = o_i} = i + #{j > i: o_i < o_j} - #{j < i: o_j < o_i}
+    rank = torch.arange(d1, dtype=torch.uint8, device=device)[:, None].repeat(1, n)
+    for i in range(d1):
+        for j in range(i + 1, d1):
+            smaller = (offset[i] < offset[j]).view(torch.uint8)
+            rank[i] += smaller
+            rank[j] -= smaller
+    near = nearest.to(torch.int64)
+    total = near.sum(dim=0)  # (n,)
+    whole = torch.div(total, d1, rounding_mode="floor")
+    rank += total.sub_(whole * d1).to(torch.uint8)  # rank + remainder, at most 2d
+    wrap = rank >= d1
+    near.sub_(wrap.view(torch.uint8)).sub_(whole)
+    rank.sub_(wrap.view(torch.uint8).mul_(d1))
+    offset = torch.sub(elevated, near.to(elevated.dtype), alpha=d1).div_(d1)
+    # The weight of vertex k is o(rank d-k) - o(rank d+1-k) (o(rank d+1) = o(rank 0) - 1).
+    rank64 = rank.to(torch.int64)
+    by_rank = torch.empty(d1, n, dtype=torch.int64, device=device)
+    remainders = torch.arange(d1, device=device)[:, None].expand(d1, n)
+    by_rank.scatter_(0, torch.rsub(rank64, d), remainders)
+    ranked = offset.gather(0, by_rank)  # row k: the offset of rank d - k
+    torch.sub(ranked[1:], ranked[:-1], out=bary[1:])
+    torch.add(ranked[0], torch.rsub(ranked[d], 1.0), out=bary[0])
+    # Key: (cell key) (d+1)^d + (rank code); the cell key is near[:d] . strides - low . strides.
+    # Row by row: the temporaries of 1-D rows stay in the cache.
+    key = near[0] * low_key[0]
+    for c in range(1, d):
+        key.add_(near[c] * low_key[c])
+    key.add_(low_key[d]).mul_(code_weight[d])
+    for c in range(d):
+        key.add_(rank64[c] * code_weight[c])
+    return key
+
+
+def _group_by_simplex(
+    points: Tensor, batch_size: int, points_per_batch: int, refinement: Refinement
+) -> _Grouped | None:
+    """The CPU's vertex numbering: one sort of the points' simplex keys, the vertices named
+    from the simplices' corners. ``None`` where those keys would overflow int64 (features
+    spread over very many cells in many dimensions; the caller sorts vertex keys instead).
+
+    Raises:
+        ValueError: non-finite features, or features too spread for any int64 key.
+    """
+    num_points, d = points.shape
+    d1 = d + 1
+    device = points.device
+    # Coordinate-major (rows of points): 5x faster than points @ E^T, and what the blocks use.
+    elevated = torch.mm(_elevation(d, points.dtype, device, refinement.scale), points.T)
+    # Rounding is monotone: the bounds of the nearest points are those of the extremes.
+    extremes = torch.stack([elevated[:d].amin(dim=1), elevated[:d].amax(dim=1)])
+    bounds = _nearest(extremes, d1)  # (2, d)
+    low, strides, cells, exact_cells = _key_layout(bounds, refinement.rings)
+    finite, exact = torch.stack([bounds.isfinite().all().double(), exact_cells]).tolist()
+    if not finite:
+        bad = int((~torch.isfinite(points)).sum())
+        raise ValueError(f"features contains {bad} non-finite values (NaN or inf)")
+    check_key_range(exact, d1 * batch_size, d)
+    codes = d1**d  # rank rows, by their first d entries in base d + 1
+    if exact * batch_size * codes >= MAX_KEY:
+        return None
+    code_weight = torch.tensor([d1**i for i in range(d1)], device=device)
+    cells = int(cells)
+    low_key = torch.cat([strides, -(low * strides).sum(dim=0, keepdim=True)])
+
+    keys = torch.empty(num_points, dtype=torch.int64, device=device)
+    bary_t = torch.empty(d1, num_points, dtype=points.dtype, device=device)
+    bary = torch.empty(num_points, d1, dtype=points.dtype, device=device)
+    for start in range(0, num_points, _HOST_BLOCK):
+        stop = min(num_points, start + _HOST_BLOCK)
+        block_bary = bary.new_empty(d1, stop - start)
+        block = _simplex_block(elevated[:, start:stop], low_key, code_weight, block_bary)
+        first, last = start // points_per_batch, (stop - 1) // points_per_batch
+        if first == last:
+            block += first * cells * codes
+        else:
+            batch_index = torch.arange(start, stop, device=device) // points_per_batch
+            block += batch_index * (cells * codes)
+        keys[start:stop] = block
+        bary_t[:, start:stop] = block_bary
+        for first in range(start, stop, _TRANSPOSE_BLOCK):  # transposed in cache-sized pieces
+            last = min(stop, first + _TRANSPOSE_BLOCK)
+            bary[first:last] = block_bary[:, first - start : last - start].T
+
+    sorted_keys, order = torch.sort(keys, stable=True)  # radix sort: keys are >= 0
+    simplex_keys, simplex_sorted, counts = torch.unique_consecutive(
+        sorted_keys, return_inverse=True, return_counts=True
+    )
+    simplex_of_point = torch.empty_like(order).scatter_(0, order, simplex_sorted)
+    starts = F.pad(counts.cumsum(dim=0), (1, 0))
+    code = simplex_keys % codes
+    rank = torch.div(code[:, None], code_weight[None, :d], rounding_mode="floor") % d1
+    rank = torch.cat([rank, d * d1 // 2 - rank.sum(dim=1, keepdim=True)], dim=1)  # (U, d+1)
+    corners = _corner_keys(torch.div(simplex_keys, codes, rounding_mode="floor"), rank, strides)
+    vertex_keys, corner_vertex = torch.unique(corners.reshape(-1), return_inverse=True)
+    return _Grouped(
+        vertex_keys,
+        corner_vertex.view(-1, d1),
+        simplex_of_point,
+        order,
+        starts,
+        bary,
+        bary_t.gather(1, order.expand(d1, num_points)),  # 3x faster than index_select here
+        strides,
+    )
+
+
 class TorchLatticeOps:
     """Splat, blur and slice matrices for ``points [P, d]`` (P = batch_size x points_per_batch).
 
@@ -145,27 +421,36 @@ class TorchLatticeOps:
         refinement: Refinement = ACCURACY_LEVELS[0],
     ) -> None:
         d, device = points.shape[1], points.device
-        d1 = d + 1
         self._plan = BlurPlan.for_dims(d, symmetric, refinement.scale)
+        self.dims, self.batch_size, self.points_per_batch = d, batch_size, points_per_batch
+        grouped = None
+        if host_steps(device):
+            grouped = _group_by_simplex(points, batch_size, points_per_batch, refinement)
+        self._host = grouped is not None
+        if grouped is None:
+            vertex_keys = self._sort_vertex_keys(points, batch_size, points_per_batch, refinement)
+        else:
+            vertex_keys = self._splat_by_simplex(grouped, points_per_batch, refinement)
+        self._link_neighbors(vertex_keys)
+        self._passes: dict[tuple[float, float], list[Tensor]] = {}
+        self._passes_for(self._plan)
+
+    def _sort_vertex_keys(
+        self, points: Tensor, batch_size: int, points_per_batch: int, refinement: Refinement
+    ) -> Tensor:
+        """The GPU's build: one stable sort of every point's d + 1 vertex keys numbers the
+        vertices (in key order) and groups, for the splat, the entries of each vertex in point
+        order. Sets the splat and slice matrices; returns the vertex keys."""
+        d, device = points.shape[1], points.device
+        d1 = d + 1
         num_points = points.shape[0]
         entries = num_points * d1
-        self.dims, self.batch_size, self.points_per_batch = d, batch_size, points_per_batch
         nearest, rank, bary, bounds = enclosing_simplices(points, refinement.scale)
         low, strides, cells, exact_cells = _key_layout(bounds, refinement.rings)
-
-        # Vertex k of a point's simplex has coordinates (d+1) q + k with q = nearest - [rank >
-        # d - k] over the first d coordinates: going from vertex k - 1 to k drops the coordinate
-        # of rank d + 1 - k (the last coordinate, implied by sum = 0, has no stride).
         batch_index = torch.arange(num_points, device=device) // points_per_batch
         cell_key = ((nearest[:, :d] - low) * strides).sum(dim=1) + batch_index * cells
-        stride_of_rank = torch.zeros_like(rank).scatter_(
-            1, rank, F.pad(strides, (0, 1)).expand(num_points, d1)
-        )  # (P, d+1)
-        dropped = F.pad(stride_of_rank.flip(1)[:, :d].cumsum(dim=1), (1, 0))  # (P, d+1)
-        entry_key = (cell_key[:, None] - dropped) * d1 + torch.arange(d1, device=device)
+        entry_key = _corner_keys(cell_key, rank, strides)
 
-        # One stable sort numbers the vertices (in key order) and groups, for the splat, the
-        # entries of each vertex in point order.
         sorted_keys, order = torch.sort(entry_key.reshape(-1), stable=True)
         vertex_sorted = torch.zeros_like(sorted_keys)
         torch.cumsum(sorted_keys[1:] != sorted_keys[:-1], dim=0, out=vertex_sorted[1:])
@@ -181,26 +466,11 @@ class TorchLatticeOps:
         rows = torch.searchsorted(vertex_sorted, torch.arange(num_vertices + 1, device=device))
         vertex_keys = sorted_keys.index_select(0, rows[:-1])  # (M,) ascending
 
-        # Neighbour keys along each direction j, as KeyLayout.neighbor_offsets gives them: a
-        # step from remainder k >= 1 leads to k - 1, from remainder 0 to d.
-        along = F.pad(strides * d1 - 1, (0, 1), value=-1)  # (d+1,)
-        zero_extra = d1 - strides.sum() * d1
+        self._zero_extra, self._along = _neighbor_offsets(strides)
         if refinement.rings:
             # Rings of vertices without points (one data-dependent size each): renumber.
             occupied = vertex_keys
-            for _ in range(refinement.rings):
-                remainder = vertex_keys % d1
-                ahead = vertex_keys + torch.where(remainder == 0, zero_extra, 0)
-                behind = vertex_keys - torch.where(remainder == d, zero_extra, 0)
-                vertex_keys = torch.unique(
-                    torch.cat(
-                        [
-                            vertex_keys[None, :],
-                            ahead[None, :] + along[:, None],
-                            behind[None, :] - along[:, None],
-                        ]
-                    )
-                )
+            vertex_keys = _dilate(vertex_keys, refinement.rings, self._zero_extra, self._along)
             renumber = torch.searchsorted(vertex_keys, occupied)
             vertex_sorted = renumber.index_select(0, vertex_sorted)
             num_vertices = vertex_keys.shape[0]
@@ -219,13 +489,75 @@ class TorchLatticeOps:
             size=(num_points, num_vertices),
         )
         self._vertex_of_entry, self._bary = vertex_of_entry, bary
+        return vertex_keys
 
-        # One pass along direction j: out_m = n (v_{f(m)} + v_{g(m)}) + c v_m with f, g the
-        # neighbours along j. Mass blurred towards a vertex that no point uses is dropped, as in
-        # the classic lattice: an absent neighbour is an entry of weight 0 on the diagonal, so
-        # every row has 3 entries and no data-dependent size arises.
-        step = torch.where(vertex_keys % d1 == 0, zero_extra, 0)  # (M,)
-        target = (vertex_keys + step)[None, :] + along[:, None]  # (d+1, M)
+    def _splat_by_simplex(
+        self, grouped: _Grouped, points_per_batch: int, refinement: Refinement
+    ) -> Tensor:
+        """The CPU's splat and slice from the points grouped by simplex: ``S = sum_k Q_k G_k``,
+        with ``G_k [U, P]`` the weights of the points on corner k of their simplex and
+        ``Q_k [M, U]`` the vertex of each corner k. ``G_k x`` is a weighted sum over each
+        simplex's run of points, which ``embedding_bag`` computes (with prefetching: twice as
+        fast as the CSR product, measured); building ``S`` itself would take longer than the
+        2 (d + 1) products cost a filtering. The slice is one CSR matrix per batch element
+        (each product scales its element's output). Returns the vertex keys."""
+        num_points, d1 = grouped.bary.shape
+        num_simplices = grouped.corner_vertex.shape[0]
+        device = grouped.bary.device
+        index = _host_index_dtype(num_points * d1)
+        vertex_keys, corner_vertex = grouped.vertex_keys, grouped.corner_vertex
+        self._zero_extra, self._along = _neighbor_offsets(grouped.strides)
+        if refinement.rings:
+            occupied = vertex_keys
+            vertex_keys = _dilate(vertex_keys, refinement.rings, self._zero_extra, self._along)
+            corner_vertex = torch.searchsorted(vertex_keys, occupied)[corner_vertex]
+        num_vertices = vertex_keys.shape[0]
+
+        self._runs = (grouped.order, grouped.starts, grouped.bary_in_order)
+        # Corners by vertex, remainder by remainder: one stable sort of (k, vertex) keys.
+        corner_key = corner_vertex.T + torch.arange(d1, device=device)[:, None] * num_vertices
+        sorted_corners, corner_order = torch.sort(corner_key.reshape(-1), stable=True)
+        bounds = torch.arange(d1 * num_vertices + 1, device=device)
+        rows = torch.searchsorted(sorted_corners, bounds)  # (d+1) M + 1
+        ones = grouped.bary.new_ones(num_simplices)
+        self._scatter = [
+            _csr(
+                (rows[k * num_vertices : (k + 1) * num_vertices + 1] - k * num_simplices).to(index),
+                (corner_order[k * num_simplices : (k + 1) * num_simplices] - k * num_simplices).to(
+                    index
+                ),
+                ones,
+                size=(num_vertices, num_simplices),
+            )
+            for k in range(d1)
+        ]
+        vertex_of_entry = corner_vertex.to(index).index_select(0, grouped.simplex_of_point)
+        rows = torch.arange(0, points_per_batch * d1 + 1, d1, dtype=index, device=device)
+        entries = points_per_batch * d1
+        self._slices = [
+            _csr(
+                rows,
+                vertex_of_entry.view(-1)[start : start + entries],
+                grouped.bary.view(-1)[start : start + entries],
+                size=(points_per_batch, num_vertices),
+            )
+            for start in range(0, num_points * d1, entries)
+        ]
+        self._vertex_of_entry, self._bary = vertex_of_entry.view(-1), grouped.bary
+        return vertex_keys
+
+    def _link_neighbors(self, vertex_keys: Tensor) -> None:
+        """The blur passes' structure: each vertex's neighbours along each direction j.
+
+        One pass along direction j: out_m = n (v_{f(m)} + v_{g(m)}) + c v_m with f, g the
+        neighbours along j. Mass blurred towards a vertex that no point uses is dropped, as in
+        the classic lattice: an absent neighbour is an entry of weight 0 on the diagonal, so
+        every row has 3 entries and no data-dependent size arises."""
+        device = vertex_keys.device
+        d1 = self._along.shape[0]
+        num_vertices = vertex_keys.shape[0]
+        step = torch.where(vertex_keys % d1 == 0, self._zero_extra, 0)  # (M,)
+        target = (vertex_keys + step)[None, :] + self._along[:, None]  # (d+1, M)
         position = torch.searchsorted(vertex_keys, target).clamp_max_(num_vertices - 1)
         found = vertex_keys[position] == target  # (d+1, M)
         vertex_index = torch.arange(num_vertices, device=device)
@@ -238,11 +570,13 @@ class TorchLatticeOps:
         backward = backward[:, :num_vertices]
         has_backward = backward >= 0
         backward = torch.where(has_backward, backward, self_index)
-        self._pass_columns = torch.stack([backward, self_index, forward], dim=2)  # (d+1, M, 3)
+        columns = torch.stack([backward, self_index, forward], dim=2)  # (d+1, M, 3)
+        rows = torch.arange(0, 3 * num_vertices + 1, 3, device=device)
+        if self._host:
+            index = _host_index_dtype(3 * num_vertices)
+            columns, rows = columns.to(index), rows.to(index)
+        self._pass_columns, self._pass_rows = columns, rows
         self._pass_present = torch.stack([has_backward, found], dim=2)  # (d+1, M, 2)
-        self._pass_rows = torch.arange(0, 3 * num_vertices + 1, 3, device=device)
-        self._passes: dict[tuple[float, float], list[Tensor]] = {}
-        self._passes_for(self._plan)
         self.num_vertices = num_vertices
 
     def _passes_for(self, plan: BlurPlan) -> list[Tensor]:
@@ -262,8 +596,9 @@ class TorchLatticeOps:
     def exact_degrees(self, points: Tensor, samples: Tensor, neighbors: Tensor) -> Tensor:
         """Exact ``sum_q W_pq`` over q in ``neighbors`` for p in ``samples``: [B, S]."""
         grouped = points.reshape(self.batch_size, self.points_per_batch, self.dims)
-        grouped = grouped - grouped.mean(dim=1, keepdim=True)  # less cancellation below
         p, q = grouped[:, samples], grouped[:, neighbors]  # (B, S, D), (B, Q, D)
+        center = q.mean(dim=1, keepdim=True)  # a common shift: less cancellation below
+        p, q = p - center, q - center
         sq_dist = torch.baddbmm(
             (p * p).sum(2)[:, :, None] + (q * q).sum(2)[:, None, :],
             p,
@@ -271,14 +606,16 @@ class TorchLatticeOps:
             alpha=-2.0,
         )  # (B, S, Q)
         # Clamped before exp (no underflow into subnormals, measured 30x slower there); the same
-        # cut-off as the numba backend, so both calibrate to the same scale.
-        kernel = torch.exp(sq_dist.clamp(0.0, NEGLIGIBLE_SQ_DISTANCE) * -0.5)
-        return torch.where(sq_dist < NEGLIGIBLE_SQ_DISTANCE, kernel, 0.0).sum(dim=2)
+        # cut-off as the numba backend, so both calibrate to the same scale. In place: each
+        # fresh [B, S, Q] array would page-fault in full.
+        negligible = sq_dist >= NEGLIGIBLE_SQ_DISTANCE
+        kernel = sq_dist.clamp_(0.0, NEGLIGIBLE_SQ_DISTANCE).mul_(-0.5).exp_()
+        return kernel.masked_fill_(negligible, 0.0).sum(dim=2)
 
     def lattice_degrees(self, samples: Tensor) -> Tensor:
         """``(S^T B S 1)_p`` for p in ``samples`` of every batch element: [B, S]."""
         ones = self._bary.new_ones(self._bary.shape[0], 1)
-        lattice = self._blur(torch.sparse.mm(self._splat, ones), self._plan)  # (M, 1)
+        lattice = self._blur(self._splat_points(ones), self._plan)  # (M, 1)
         offsets = torch.arange(self.batch_size, device=samples.device) * self.points_per_batch
         points = (offsets[:, None] + samples[None, :]).reshape(-1)  # (B S,)
         d1 = self.dims + 1
@@ -286,10 +623,34 @@ class TorchLatticeOps:
         degree = (lattice[vertices, 0] * self._bary[points]).sum(dim=1)
         return degree.reshape(self.batch_size, -1)
 
+    def _splat_points(self, point_major: Tensor) -> Tensor:
+        """``S x`` for ``point_major [P, C]``: the lattice values ``[M, C]``."""
+        if not self._host:
+            return torch.sparse.mm(self._splat, point_major)
+        order, starts, weights = self._runs
+        lattice = point_major.new_empty(self.num_vertices, point_major.shape[1])
+        for k, scatter in enumerate(self._scatter):
+            corners = F.embedding_bag(
+                order,
+                point_major,
+                starts,
+                mode="sum",
+                per_sample_weights=weights[k],
+                include_last_offset=True,
+            )  # (U, C)
+            torch.addmm(lattice, scatter, corners, beta=1 if k else 0, out=lattice)
+        return lattice
+
     def _blur(self, lattice_values: Tensor, plan: BlurPlan) -> Tensor:
         passes = self._passes_for(plan)
+        if not self._host:
+            for j in plan.directions:
+                lattice_values = torch.sparse.mm(passes[j], lattice_values)
+            return lattice_values
+        spare = torch.empty_like(lattice_values)
         for j in plan.directions:
-            lattice_values = torch.sparse.mm(passes[j], lattice_values)
+            torch.addmm(spare, passes[j], lattice_values, beta=0, out=spare)
+            lattice_values, spare = spare, lattice_values
         return lattice_values
 
     def apply(
@@ -306,6 +667,10 @@ class TorchLatticeOps:
         in the compute dtype (``B^T`` for ``B`` if ``transpose``), point weights ``[B, N]`` or
         ``None`` (ones); written into ``out`` when given, or added to it if ``accumulate`` (as
         the numba backend's ``apply``)."""
+        if self._host:
+            return self._apply_on_host(
+                values, scale, in_weight, out_weight, out, accumulate, transpose
+            )
         batch, channels, n = values.shape
         point_major = values.new_empty(batch, n, channels)  # the layout of the CSR products
         if in_weight is None:
@@ -323,3 +688,44 @@ class TorchLatticeOps:
         if accumulate:
             return out.addcmul_(result, factor)
         return torch.mul(result, factor, out=out)
+
+    def _apply_on_host(
+        self,
+        values: Tensor,
+        scale: Tensor,
+        in_weight: Tensor | None,
+        out_weight: Tensor | None,
+        out: Tensor | None,
+        accumulate: bool,
+        transpose: bool,
+    ) -> Tensor:
+        """:meth:`apply` on the CPU: the point-major work array is a kept one, the layout
+        changes are 2-D copies (which PyTorch transposes block by block: 1.5-2x faster than
+        one 3-D copy, measured at 4 x 512 x 512 with 21 channels), the products write into
+        existing arrays, and the slice of each batch element scales it."""
+        batch, channels, n = values.shape
+        work = _POOL.take(batch * n * channels, values.dtype)
+        point_major = work.view(batch, n, channels)
+        for b in range(batch):
+            point_major[b].copy_(values[b].T)
+        if in_weight is not None:
+            point_major.mul_(in_weight[:, :, None])
+        lattice = self._splat_points(work.view(batch * n, channels))  # (M, C)
+        lattice = self._blur(lattice, self._plan.transposed() if transpose else self._plan)
+        for b, (part, factor) in enumerate(zip(self._slices, scale.tolist(), strict=True)):
+            torch.addmm(point_major[b], part, lattice, beta=0, alpha=factor, out=point_major[b])
+        result = point_major.transpose(1, 2)  # (B, C, N)
+        if accumulate and out is not None:
+            if out_weight is None:
+                out.add_(result)
+            else:
+                out.addcmul_(result, out_weight[:, None, :])
+        else:
+            if out is None:
+                out = _POOL.output((batch, channels, n), values.dtype)
+            for b in range(batch):
+                out[b].copy_(point_major[b].T)
+            if out_weight is not None:
+                out.mul_(out_weight[:, None, :])
+        _POOL.give(work)
+        return out

@@ -281,18 +281,14 @@ class PermutohedralLattice:
         self.num_points = math.prod(self.spatial_shape)
         self.dtype, self.device = dtype, features.device
         self._template_shape = tuple(features.shape)
-        points = (
-            features.detach()
-            .to(dtype)
-            .reshape(self.batch_size, self.dims, self.num_points)
-            .transpose(1, 2)
-            .reshape(-1, self.dims)
-        )  # (P, d) with P = B N
+        # (B, d, N): the numba backend reads the features in this layout, without a copy.
+        flat = features.detach().to(dtype).reshape(self.batch_size, self.dims, self.num_points)
         with torch.no_grad():
             self._ops: TorchLatticeOps | NumbaLatticeOps
+            points = flat
             if backend == "numba":
                 try:
-                    self._ops = _numba_ops(features, points, symmetric, refined)
+                    self._ops = _numba_ops(features, flat, symmetric, refined)
                 except Exception as error:
                     if requested != "auto" or not _is_numba_failure(error):
                         raise
@@ -301,6 +297,7 @@ class PermutohedralLattice:
                     _report_fallback(_record_numba_failure(reason))
                     backend = "torch"
             if backend == "torch":
+                points = flat.transpose(1, 2).reshape(-1, self.dims)  # (P, d) with P = B N
                 self._ops = TorchLatticeOps(
                     points, self.batch_size, self.num_points, symmetric, refined
                 )
@@ -316,7 +313,8 @@ class PermutohedralLattice:
                 self._calibrate(points)
 
     def _calibrate(self, points: Tensor) -> None:
-        """Match each batch element's degrees ``W 1`` to the exact ones on a fixed sample."""
+        """Match each batch element's degrees ``W 1`` to the exact ones on a fixed sample
+        (``points``: the features in the layout the backend was built from)."""
         samples, neighbors, weight = _calibration_indices(self.num_points, self.device)
         exact = self._ops.exact_degrees(points, samples, neighbors) * weight  # (B, S)
         approx = self._ops.lattice_degrees(samples) * self._batch_scale[:, None]  # (B, S)
@@ -374,8 +372,9 @@ def _calibration_indices(num_points: int, device: torch.device) -> tuple[Tensor,
 
 
 def _numba_ops(
-    features: Tensor, points: Tensor, symmetric: bool, refined: Refinement
+    features: Tensor, flat: Tensor, symmetric: bool, refined: Refinement
 ) -> NumbaLatticeOps:
+    """The numba backend's lattice of ``flat [B, d, N]`` (the features in the compute dtype)."""
     from weakseg.filtering._lattice_numba import NumbaLatticeOps
 
     # Bounds of the features in their own layout: cheaper than over ``points``.
@@ -385,9 +384,9 @@ def _numba_ops(
         bad = int((~torch.isfinite(features)).sum())  # NaN and inf propagate into the bounds
         raise ValueError(f"features contains {bad} non-finite values (NaN or inf)")
     return NumbaLatticeOps(
-        points,
-        features.shape[0],
-        points.shape[0] // features.shape[0],
+        flat,
+        flat.shape[0],
+        flat.shape[2],
         feature_range,
         symmetric,
         refined,

@@ -10,6 +10,7 @@ of ``W`` that belong to valid pixels: the losses are those of the subgraph of va
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -71,14 +72,30 @@ def _check_probs_layout(probs: Tensor) -> None:
 
 
 def _image_statistics(images: Tensor) -> Tensor:
-    """``[min, max, finite]`` of the images as float64 on their device (no host transfer)."""
-    values = images.detach()
-    low, high = torch.aminmax(values)
-    if values.is_floating_point():
-        finite = torch.isfinite(values.sum())  # NaN and inf propagate into the sum
-    else:
-        finite = torch.ones((), dtype=torch.bool, device=values.device)
-    return torch.stack([low.double(), high.double(), finite.double()])
+    """``[min, max]`` of the images as float64 on their device (no host transfer), in one
+    pass: NaN propagates into both and an infinity into one, so they are finite if and only if
+    every value is."""
+    low, high = torch.aminmax(images.detach())
+    return torch.stack([low.double(), high.double()])
+
+
+def _probs_summary(probs: Tensor, valid_mask: Tensor | None) -> Tensor:
+    """``[smallest entry, worst |sum - 1| over the valid pixels]`` as float64 on the device of
+    ``probs`` (no host transfer): two passes over ``probs`` instead of the two reductions over
+    K and the per-pixel passes of :func:`_probs_statistics`. NaN propagates into both; both
+    within :data:`PROBABILITY_TOLERANCE` means that every valid pixel passes the checks (the
+    smallest entry is taken over all pixels, so a failure may still be an excluded pixel's:
+    :func:`_probs_statistics` tells)."""
+    values = probs.detach()
+    error = values.sum(dim=1).sub_(1).abs_()  # (B, *spatial)
+    if valid_mask is not None:
+        error = torch.where(valid_mask, error, 0)
+    return torch.stack([values.amin().double(), error.amax().double()])
+
+
+def _probs_pass(smallest: float, worst: float) -> bool:
+    """Whether :func:`_probs_summary` clears every valid pixel (NaN fails both comparisons)."""
+    return smallest >= -PROBABILITY_TOLERANCE and worst <= PROBABILITY_TOLERANCE
 
 
 def _probs_statistics(probs: Tensor, valid_mask: Tensor | None) -> Tensor:
@@ -145,8 +162,8 @@ def check_images(images: Tensor) -> None:
     One host synchronization (the statistics come back in one transfer).
     """
     _check_image_layout(images)
-    low, high, finite = _image_statistics(images).tolist()
-    _raise_for_images(images, low, high, bool(finite))
+    low, high = _image_statistics(images).tolist()
+    _raise_for_images(images, low, high, math.isfinite(low) and math.isfinite(high))
 
 
 def check_probs(probs: Tensor, valid_mask: Tensor | None) -> None:
@@ -155,8 +172,9 @@ def check_probs(probs: Tensor, valid_mask: Tensor | None) -> None:
     Invalid pixels are not checked: they never enter a loss. One host synchronization.
     """
     _check_probs_layout(probs)
-    bad, negative, off, worst = _probs_statistics(probs, valid_mask).tolist()
-    _raise_for_probs(probs, int(bad), int(negative), int(off), worst)
+    if not _probs_pass(*_probs_summary(probs, valid_mask).tolist()):
+        bad, negative, off, worst = _probs_statistics(probs, valid_mask).tolist()
+        _raise_for_probs(probs, int(bad), int(negative), int(off), worst)
 
 
 # What the device-side check says when it fails (at most 255 characters: CUDA's limit).
@@ -172,8 +190,9 @@ def check_images_and_probs(
 ) -> None:
     """:func:`check_images` and :func:`check_probs` of a loss call, shapes and values.
 
-    On the CPU the value checks reduce to seven numbers read back at once, to raise the
-    ValueError (or the [0, 1] warning) that names the failing values. Elsewhere reading them
+    On the CPU the value checks reduce to four numbers read back at once (the images' range,
+    the smallest probability and the worst sum), and where they fail, to the counts that the
+    ValueError (or the [0, 1] warning) names. Elsewhere reading them
     back would stop the host until the device catches up, once per loss call: the checks
     reduce to one flag that the device asserts (:func:`assert_images_and_probs`, no
     synchronization). A failure there is a device-side assertion with
@@ -191,10 +210,12 @@ def check_images_and_probs(
     if on_device:
         assert_images_and_probs(images, probs, valid_mask)
         return
-    stats = torch.cat([_image_statistics(images), _probs_statistics(probs, valid_mask)])
-    low, high, finite, bad, negative, off, worst = stats.tolist()
-    _raise_for_images(images, low, high, bool(finite))
-    _raise_for_probs(probs, int(bad), int(negative), int(off), worst)
+    stats = torch.cat([_image_statistics(images), _probs_summary(probs, valid_mask)])
+    low, high, smallest, worst = stats.tolist()
+    _raise_for_images(images, low, high, math.isfinite(low) and math.isfinite(high))
+    if not _probs_pass(smallest, worst):
+        bad, negative, off, worst = _probs_statistics(probs, valid_mask).tolist()
+        _raise_for_probs(probs, int(bad), int(negative), int(off), worst)
 
 
 def assert_images_and_probs(images: Tensor, probs: Tensor, valid_mask: Tensor | None) -> None:
@@ -274,13 +295,27 @@ def gaussian_affinity(
     return exact
 
 
+def filter_checked(affinity: Affinity, values: Tensor) -> Tensor:
+    """``W v`` for ``values [B, C, *spatial]`` built from inputs that :func:`prepare_inputs`
+    checked (finite, the affinity's batch, spatial size and compute dtype), inside a loss's
+    autograd Function. A lattice (also a :class:`~weakseg.losses.GaussianAffinity`'s
+    ``operator``) filters them with ``filter_flat``, without the value checks of its
+    ``__call__`` (a pass over the values) and its autograd wrapper."""
+    operator = getattr(affinity, "operator", affinity)
+    if isinstance(operator, PermutohedralLattice) and values.dtype == operator.dtype:
+        batch, channels = values.shape[:2]
+        flat = values.reshape(batch, channels, -1).contiguous()
+        return operator.filter_flat(flat).reshape(values.shape)
+    return affinity(values)
+
+
 def filter_segments(
     affinity: Affinity, segmentation: Tensor, mask: Tensor, with_degree: bool
 ) -> tuple[Tensor, Tensor | None]:
     """``(W S, W m)`` from a single filtering of K (+1) channels; ``W m`` only if asked for."""
     if not with_degree:
-        return affinity(segmentation), None
-    filtered = affinity(torch.cat([segmentation, mask], dim=1))  # (B, K + 1, *spatial)
+        return filter_checked(affinity, segmentation), None
+    filtered = filter_checked(affinity, torch.cat([segmentation, mask], dim=1))  # (B, K + 1, ...)
     return filtered[:, :-1], filtered[:, -1:]
 
 

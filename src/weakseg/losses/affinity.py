@@ -50,6 +50,8 @@ class GaussianAffinity:
 
     Attributes:
         batch_size, spatial_shape: the size of the maps it filters (after ``scale_factor``).
+        operator: the filter it applies, a :class:`~weakseg.filtering.PermutohedralLattice`
+            (``backend="lattice"``) or the exact O(N^2) filter.
     """
 
     def __init__(
@@ -75,11 +77,11 @@ class GaussianAffinity:
             images = F.interpolate(images, scale_factor=self.scale_factor, mode="nearest")
         self.batch_size, self.spatial_shape = images.shape[0], tuple(images.shape[2:])
         sigma = self.sigma_xy * self.scale_factor
-        self._filter = gaussian_affinity(images, self.sigma_rgb, sigma, spacing, backend)
+        self.operator = gaussian_affinity(images, self.sigma_rgb, sigma, spacing, backend)
 
     def __call__(self, values: Tensor) -> Tensor:
         """``W v`` for ``values [B, C, *spatial]`` (linear, symmetric; differentiable)."""
-        return self._filter(values)
+        return self.operator(values)
 
     def __repr__(self) -> str:
         return (
