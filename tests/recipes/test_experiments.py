@@ -70,6 +70,8 @@ def test_load_experiment(tmp_path) -> None:
         ({"runs": [{"name": "a/b", "config": "x.yaml"}]}, "without '/'"),
         ({"runs": [{"name": "a", "config": "x.yaml", "sett": {}}]}, r"\['sett'\] in runs\[0\]"),
         ({"evaluations": [{"name": "e", "args": "--crf"}]}, "list of strings"),
+        ({"evaluations": [{"name": "e", "checkpoint": "best"}]}, "must be a .pth file name"),
+        ({"evaluations": [{"name": "e", "checkpoint": "../x.pth"}]}, r"got '\.\./x\.pth'"),
     ],
 )
 def test_load_experiment_errors(tmp_path, change, message) -> None:
@@ -165,6 +167,46 @@ def _keep_checkpoint_time(fake: FakeWeakseg):
         return fake(arguments, launcher)
 
     return execute
+
+
+def test_evaluation_of_another_checkpoint(tmp_path) -> None:
+    recipe = {
+        **RECIPE,
+        "evaluations": [
+            {"name": "plain", "label": "final"},
+            {"name": "best", "label": "best", "checkpoint": "best.pth", "args": ["--crf"]},
+        ],
+    }
+    experiment = load_experiment(_write(tmp_path / "r.yaml", recipe))
+    out = tmp_path / "out"
+    run = experiment.runs[0]
+    assert eval_command(run, experiment.evaluations[1], out) == [
+        "eval",
+        str(out / "a" / "best.pth"),
+        "--crf",
+        "--output",
+        str(out / "a" / "eval_best.json"),
+    ]
+    assert eval_command(run, experiment.evaluations[0], out)[1] == str(out / "a" / "checkpoint.pth")
+
+    def train_with_best(arguments: list[str], launcher=()) -> int:
+        status = fake(arguments, launcher)
+        if arguments[0] == "train":
+            output = Path(next(a for a in arguments if a.startswith("output_dir=")).split("=")[1])
+            (output / "best.pth").write_bytes(b"best weights")
+        return status
+
+    fake = FakeWeakseg()
+    run_experiment(experiment, out, executor=train_with_best)
+    assert [c[1] for c in fake.calls if c[0] == "eval"] == [
+        str(out / name / file) for name in ("a", "b") for file in ("checkpoint.pth", "best.pth")
+    ]
+    # a newer best.pth (and only it) makes its report stale
+    fake.calls.clear()
+    later = (out / "a" / "eval_best.json").stat().st_mtime + 10
+    os.utime(out / "a" / "best.pth", (later, later))
+    run_experiment(experiment, out, executor=_keep_checkpoint_time(fake))
+    assert [c[1] for c in fake.calls if c[0] == "eval"] == [str(out / "a" / "best.pth")]
 
 
 def test_stale_evaluation_is_redone(tmp_path) -> None:

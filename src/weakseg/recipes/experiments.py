@@ -12,6 +12,7 @@ each trained network, and the settings every run shares::
     evaluations:                       # one column group per entry
       - {name: plain, label: "network"}
       - {name: crf, label: "+ dense CRF post-processing", args: [--crf]}
+      - {name: best, label: "best.pth", checkpoint: best.pth}   # default: checkpoint.pth
     metrics: [mean_dice, miou]         # keys of the evaluation report
     timing: true                       # optional: a "train s/iter" column (from metrics.jsonl)
     runs:
@@ -24,7 +25,8 @@ each trained network, and the settings every run shares::
 For every run the runner executes its ``prepare`` commands (below), then ``weakseg train --config
 CONFIG --set ...`` into ``OUTPUT/<run name>`` with ``resume=auto`` (a finished run is not trained
 again, an interrupted one continues from its last checkpoint), then ``weakseg eval`` of its final
-checkpoint once per evaluation (skipped when that report is newer than the checkpoint). Each step
+checkpoint once per evaluation, or of the file named by the evaluation's ``checkpoint`` in the
+run's folder, e.g. ``best.pth`` (skipped when that report is newer than the checkpoint). Each step
 is a separate process, so one run's failure or interruption leaves the finished ones intact. When
 all runs are done it writes ``OUTPUT/results.md``: the table, then the exact commands that
 produced it. Paths in a recipe (``config``) are relative to the current directory, like the
@@ -123,11 +125,13 @@ class ExperimentRun:
 
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
-    """One evaluation of every trained network: report name, column label, ``weakseg eval`` args."""
+    """One evaluation of every trained network: report name, column label, ``weakseg eval`` args
+    and the checkpoint file it evaluates in each run's folder."""
 
     name: str
     label: str
     args: tuple[str, ...]
+    checkpoint: str = "checkpoint.pth"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,7 +262,18 @@ def load_experiment(path: str | Path) -> Experiment:
         args = entry.get("args", [])
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             raise ConfigError(f"evaluations[{index}].args in {path} must be a list of strings")
-        evaluations.append(Evaluation(name, str(entry.get("label", name)), tuple(args)))
+        checkpoint = entry.get("checkpoint", "checkpoint.pth")
+        if (
+            not isinstance(checkpoint, str)
+            or not checkpoint.endswith(".pth")
+            or Path(checkpoint).name != checkpoint
+        ):
+            raise ConfigError(
+                f"evaluations[{index}].checkpoint in {path} must be a .pth file name in the run's "
+                f"folder (e.g. best.pth), got {checkpoint!r}"
+            )
+        label = str(entry.get("label", name))
+        evaluations.append(Evaluation(name, label, tuple(args), checkpoint))
     metrics = data.get("metrics", ["mean_dice", "miou"])
     if not isinstance(metrics, list) or not metrics:
         raise ConfigError(f"'metrics' in {path} must be a non-empty list, got {metrics!r}")
@@ -375,10 +390,12 @@ def prepare_commands(
 
 
 def eval_command(run: ExperimentRun, evaluation: Evaluation, output_dir: Path) -> list[str]:
-    """``weakseg eval`` arguments (without the program) for ``run``'s final checkpoint."""
+    """``weakseg eval`` arguments (without the program) for ``run``'s checkpoint (the final one
+    unless the evaluation names another)."""
     run_dir = output_dir / run.name
     report = run_dir / f"eval_{evaluation.name}.json"
-    return ["eval", str(run_dir / "checkpoint.pth"), *evaluation.args, "--output", str(report)]
+    checkpoint = run_dir / evaluation.checkpoint
+    return ["eval", str(checkpoint), *evaluation.args, "--output", str(report)]
 
 
 def _up_to_date(report: Path, checkpoint: Path) -> bool:
@@ -499,7 +516,7 @@ def run_experiment(
             if dry_run:
                 print(commands[-1])
                 continue
-            if kind == "eval" and _up_to_date(Path(arguments[-1]), run_dir / "checkpoint.pth"):
+            if kind == "eval" and _up_to_date(Path(arguments[-1]), Path(arguments[1])):
                 print(f"[{run.name}] {arguments[-1]} is up to date")
                 continue
             running = run_dir / f".prepare-{index}.running"
