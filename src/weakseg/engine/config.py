@@ -425,6 +425,9 @@ class OptimizerSettings:
     warmup_factor: float = 0.001
     clip_grad_norm: float | None = None
     amp: bool = True  # mixed precision, CUDA only
+    # exponential moving average of the weights (decay per step, e.g. 0.99); validation and
+    # checkpoints' "model" then hold the average (engine/weight_average.py); None = off
+    ema_decay: float | None = None
 
     def check_optimizer(self, source: str) -> None:
         """Choices and ranges of the optimization settings."""
@@ -437,6 +440,9 @@ class OptimizerSettings:
         _number_in(self, "lr_power", 0.0, math.inf, source)
         _number_in(self, "warmup_factor", 0.0, 1.0, source)
         _number_in(self, "clip_grad_norm", 0.0, math.inf, source, low_open=True)
+        _number_in(self, "ema_decay", 0.0, 1.0, source, low_open=True)
+        if self.ema_decay == 1.0:
+            raise ConfigError(f"ema_decay must be below 1 (1 never moves the average) ({source})")
 
 
 @dataclasses.dataclass

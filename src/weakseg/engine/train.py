@@ -100,6 +100,7 @@ from weakseg.engine.run_dir import (
     check_resume_settings,
     truncate_log,
 )
+from weakseg.engine.weight_average import WeightAverage
 from weakseg.losses import Objective
 from weakseg.models import build_crf_layer_model, build_model
 from weakseg.proposals import (
@@ -357,6 +358,18 @@ class Run:
     def main(self) -> bool:
         return self.processes.main
 
+    @property
+    def weight_average(self) -> WeightAverage | None:
+        """The moving average of the weights (``ema_decay``), or ``None``."""
+        return self.extras.get("weight_average")
+
+    @property
+    def result_model(self) -> nn.Module:
+        """The network that training yields: the weight average when ``ema_decay`` is set,
+        else the trained network. Validation measures it; checkpoints store it as ``model``."""
+        average = self.weight_average
+        return self.model_without_ddp if average is None else average.module
+
 
 class Hook:
     """Called by :func:`fit` at fixed points; override what you need (all no-ops here).
@@ -502,6 +515,9 @@ def build(config: TrainConfig, datasets: tuple[Any, Any, list[str], int] | None 
     schedule = poly_lr_lambda(
         total, config.lr_power, config.warmup_iterations, config.warmup_factor
     )
+    extras: dict[str, Any] = {}
+    if config.ema_decay is not None:
+        extras["weight_average"] = WeightAverage(network, config.ema_decay)
     return Run(
         config=config,
         processes=processes,
@@ -523,6 +539,7 @@ def build(config: TrainConfig, datasets: tuple[Any, Any, list[str], int] | None 
         steps_per_epoch=steps_per_epoch,
         total=total,
         state={"epoch": 0, "iteration": 0, "best_miou": None, "total": total},
+        extras=extras,
     )
 
 
@@ -552,7 +569,11 @@ def resume(run: Run, path: str | Path | None = None) -> dict[str, Any] | None:
     check_resume_settings(
         checkpoint.get("args"), run.config.to_dict(), TrainConfig().to_dict(), path
     )
-    run.model_without_ddp.load_state_dict(checkpoint["model"])
+    run.model_without_ddp.load_state_dict(checkpoint.get("trained_model", checkpoint["model"]))
+    if run.weight_average is not None:
+        if "trained_model" not in checkpoint:
+            raise ConfigError(f"cannot resume {path} with ema_decay: it holds no weight average")
+        run.weight_average.load_state_dict(checkpoint["model"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     run.lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
     run.scaler.load_state_dict(checkpoint["scaler"])
@@ -579,9 +600,13 @@ def _rng_states(run: Run) -> dict[str, Any]:
 
 
 def checkpoint_content(run: Run) -> dict[str, Any]:
-    """What a checkpoint holds (collective when distributed: every rank calls it)."""
+    """What a checkpoint holds (collective when distributed: every rank calls it).
+
+    ``model`` is :attr:`Run.result_model`'s weights (what ``eval`` and ``predict`` load); with
+    ``ema_decay`` the trained weights, from which a resumed run goes on, are ``trained_model``.
+    """
     content = {
-        "model": run.model_without_ddp.state_dict(),
+        "model": run.result_model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "lr_scheduler": run.lr_scheduler.state_dict(),
         "scaler": run.scaler.state_dict(),
@@ -595,6 +620,8 @@ def checkpoint_content(run: Run) -> dict[str, Any]:
         "rng": _rng_states(run),
         "version": __version__,
     }
+    if run.weight_average is not None:
+        content["trained_model"] = run.model_without_ddp.state_dict()
     for hook in run.hooks:
         hook.on_checkpoint(run, content)
     return content
@@ -627,6 +654,8 @@ def _fit_epoch(run: Run, steps: int, stop: _StopFlag) -> dict[str, float]:
         )
         run.lr_scheduler.step()
         state["iteration"] += 1
+        if run.weight_average is not None:
+            run.weight_average.update(run.model_without_ddp, state["iteration"])
         done += 1
         for key, value in terms.items():
             totals[key] = totals.get(key, 0.0) + value
@@ -811,7 +840,7 @@ class Validation(Hook):
         and per volume (3D Dice, HD95; slices grouped by ``volume_pattern``)."""
         num_classes = len(run.class_names)
         result = evaluate(
-            run.model_without_ddp,
+            run.result_model,
             run.val_loader,
             num_classes,
             run.device,
