@@ -51,7 +51,7 @@ from weakseg.filtering._lattice_geometry import (
 # Points per block of the CPU build: its temporaries ([d+1, block] floats and integers) stay in
 # the cache. Measured at 4 x 512 x 512 (2 threads): 2^16 as fast as 2^17 and 2^19 is slower.
 _HOST_BLOCK = 1 << 18
-# Points per piece of a transposing copy: 2x faster than one copy of [d+1, 2^18] (measured).
+# Points per piece of a transposing copy (:func:`_copy_transposed`).
 _TRANSPOSE_BLOCK = 1 << 14
 
 
@@ -264,6 +264,20 @@ class _BufferPool:
 _POOL = _BufferPool(max_bytes=384 << 20)
 
 
+def _copy_transposed(target: Tensor, source: Tensor) -> None:
+    """``target = source.T`` (2-D), in pieces of ``_TRANSPOSE_BLOCK`` along the longer axis of
+    ``target``: each piece stays in the cache while it is transposed (2.0-2.4x faster than one
+    copy for 21 x 2^18, measured)."""
+    if target.shape[0] >= target.shape[1]:
+        for start in range(0, target.shape[0], _TRANSPOSE_BLOCK):
+            stop = start + _TRANSPOSE_BLOCK
+            target[start:stop].copy_(source[:, start:stop].T)
+    else:
+        for start in range(0, target.shape[1], _TRANSPOSE_BLOCK):
+            stop = start + _TRANSPOSE_BLOCK
+            target[:, start:stop].copy_(source[start:stop].T)
+
+
 def _host_index_dtype(entries: int) -> torch.dtype:
     """int32 for the CPU's sparse products (their MKL kernels take it without a conversion per
     product) where every index and row offset fits, else int64."""
@@ -284,106 +298,147 @@ class _Grouped:
     strides: Tensor  # (d,) of the key layout
 
 
-def _simplex_block(elevated: Tensor, low_key: Tensor, code_weight: Tensor, bary: Tensor) -> Tensor:
-    """Simplex keys ``[n]`` of a block of points, their barycentric weights written into
-    ``bary [d+1, n]``; coordinate-major: ``elevated [d+1, n]``, ``low_key [d+1]`` (the strides
-    of the key layout, then ``-sum(low * strides)``), ``code_weight [d+1]`` (powers of d+1).
+class _BlockWork:
+    """The work arrays of :func:`_simplex_block` for blocks of up to ``block`` points, taken
+    from :data:`_POOL` and given back by :meth:`release`: every block, and the next build of
+    the same size, writes into memory already mapped (a fresh ``[d+1, 2^18]`` temporary
+    page-faults in full: measured 4-8 ms each at 4 x 512 x 512, more than its arithmetic)."""
+
+    def __init__(self, d1: int, block: int, dtype: torch.dtype) -> None:
+        self.d1 = d1
+        self._arrays = {
+            "float": [_POOL.take(d1 * block, dtype) for _ in range(4)],
+            "int64": [_POOL.take(d1 * block, torch.int64) for _ in range(3)],
+            "uint8": [_POOL.take(d1 * block, torch.uint8) for _ in range(2)],
+            "row": [_POOL.take(block, torch.int64) for _ in range(2)],
+        }
+
+    def get(self, kind: str, index: int, n: int) -> Tensor:
+        """Work array ``index`` of ``kind`` as ``[d+1, n]`` (a ``row``: ``[n]``), contiguous."""
+        flat = self._arrays[kind][index]
+        return flat[:n] if kind == "row" else flat[: self.d1 * n].view(self.d1, n)
+
+    def release(self) -> None:
+        """Give the arrays back to the pool (the caller no longer uses them)."""
+        for arrays in self._arrays.values():
+            _POOL.give(*arrays)
+        self._arrays = {}
+
+
+def _simplex_block(
+    elevated: Tensor,
+    low_key: list[int],
+    code_weight: list[int],
+    bary: Tensor,
+    key: Tensor,
+    work: _BlockWork,
+) -> None:
+    """Simplex keys of a block of points written into ``key [n]``, their barycentric weights
+    into ``bary [d+1, n]``; coordinate-major: ``elevated [d+1, n]``, ``low_key`` (the strides
+    of the key layout, then ``-sum(low * strides)``), ``code_weight`` (powers of d+1).
     The arithmetic of :func:`enclosing_simplices`, rearranged for rows of points: ranks from
     pairwise comparisons of rows, the rank fix from the row sums (which lie within about
-    (d+1)/2 of 0), the weights from the offsets taken in rank order."""
+    (d+1)/2 of 0), the weights from the offsets taken in rank order. Every temporary is one
+    of ``work``'s arrays."""
     d1, n = elevated.shape
     d = d1 - 1
-    device = elevated.device
-    scaled = elevated / d1
-    up, down = torch.ceil(scaled), scaled.floor_()
-    nearer_up = torch.mul(up, d1).sub_(elevated) < torch.sub(elevated, down, alpha=d1)
-    nearest = torch.where(nearer_up, up, down)
-    offset = torch.sub(elevated, nearest, alpha=d1)
+    down, up, spare, nearest = (work.get("float", i, n) for i in range(4))
+    torch.div(elevated, d1, out=down)
+    torch.ceil(down, out=up)
+    down.floor_()
+    flags = work.get("uint8", 0, n).view(torch.bool)
+    up_gap = torch.mul(up, d1, out=spare).sub_(elevated)
+    torch.lt(up_gap, torch.sub(elevated, down, alpha=d1, out=nearest), out=flags)
+    torch.where(flags, up, down, out=nearest)
+    offset = torch.sub(elevated, nearest, alpha=d1, out=down)
     # rank_i = #{j: o_j > o_i} + #{j < i: o_j = o_i} = i + #{j > i: o_i < o_j} - #{j < i: o_j < o_i}
-    rank = torch.arange(d1, dtype=torch.uint8, device=device)[:, None].repeat(1, n)
+    rank = work.get("uint8", 1, n)
+    for i in range(d1):
+        rank[i].fill_(i)
+    smaller = flags[0].view(torch.uint8)
     for i in range(d1):
         for j in range(i + 1, d1):
-            smaller = (offset[i] < offset[j]).view(torch.uint8)
+            torch.lt(offset[i], offset[j], out=flags[0])
             rank[i] += smaller
             rank[j] -= smaller
-    near = nearest.to(torch.int64)
-    total = near.sum(dim=0)  # (n,)
-    whole = torch.div(total, d1, rounding_mode="floor")
-    rank += total.sub_(whole * d1).to(torch.uint8)  # rank + remainder, at most 2d
-    wrap = rank >= d1
-    near.sub_(wrap.view(torch.uint8)).sub_(whole)
-    rank.sub_(wrap.view(torch.uint8).mul_(d1))
-    offset = torch.sub(elevated, near.to(elevated.dtype), alpha=d1).div_(d1)
-    # The weight of vertex k is o(rank d-k) - o(rank d+1-k) (o(rank d+1) = o(rank 0) - 1).
-    rank64 = rank.to(torch.int64)
-    by_rank = torch.empty(d1, n, dtype=torch.int64, device=device)
-    remainders = torch.arange(d1, device=device)[:, None].expand(d1, n)
-    by_rank.scatter_(0, torch.rsub(rank64, d), remainders)
-    ranked = offset.gather(0, by_rank)  # row k: the offset of rank d - k
-    torch.sub(ranked[1:], ranked[:-1], out=bary[1:])
-    torch.add(ranked[0], torch.rsub(ranked[d], 1.0), out=bary[0])
+    near = work.get("int64", 0, n).copy_(nearest)
+    total, whole = work.get("row", 0, n), work.get("row", 1, n)
+    torch.sum(near, dim=0, out=total)
+    torch.div(total, d1, rounding_mode="floor", out=whole)
+    rank += smaller.copy_(total.add_(whole, alpha=-d1))  # rank + remainder, at most 2d
+    wrap = torch.ge(rank, d1, out=flags).view(torch.uint8)
+    near.sub_(wrap).sub_(whole)
+    rank.sub_(wrap.mul_(d1))
+    torch.sub(elevated, up.copy_(near), alpha=d1, out=offset).div_(d1)
     # Key: (cell key) (d+1)^d + (rank code); the cell key is near[:d] . strides - low . strides.
-    # Row by row: the temporaries of 1-D rows stay in the cache.
-    key = near[0] * low_key[0]
+    rank64 = work.get("int64", 1, n).copy_(rank)
+    torch.mul(near[0], low_key[0], out=key)
     for c in range(1, d):
-        key.add_(near[c] * low_key[c])
+        key.add_(near[c], alpha=low_key[c])
     key.add_(low_key[d]).mul_(code_weight[d])
     for c in range(d):
-        key.add_(rank64[c] * code_weight[c])
-    return key
+        key.add_(rank64[c], alpha=code_weight[c])
+    # The weight of vertex k is o(rank d-k) - o(rank d+1-k) (o(rank d+1) = o(rank 0) - 1).
+    remainders = torch.arange(d1, device=elevated.device)[:, None].expand(d1, n)
+    by_rank = work.get("int64", 2, n).scatter_(0, rank64.neg_().add_(d), remainders)
+    ranked = torch.gather(offset, 0, by_rank, out=spare)  # row k: the offset of rank d - k
+    torch.sub(ranked[1:], ranked[:-1], out=bary[1:])
+    torch.neg(ranked[d], out=bary[0]).add_(1.0).add_(ranked[0])
 
 
-def _group_by_simplex(
-    points: Tensor, batch_size: int, points_per_batch: int, refinement: Refinement
-) -> _Grouped | None:
-    """The CPU's vertex numbering: one sort of the points' simplex keys, the vertices named
-    from the simplices' corners. ``None`` where those keys would overflow int64 (features
-    spread over very many cells in many dimensions; the caller sorts vertex keys instead).
+def _group_by_simplex(features: Tensor, refinement: Refinement) -> _Grouped | None:
+    """The CPU's vertex numbering for ``features [B, d, N]``: one sort of the points' simplex
+    keys (point p = b N + n), the vertices named from the simplices' corners. ``None`` where
+    those keys would overflow int64 (features spread over very many cells in many
+    dimensions; the caller sorts vertex keys instead).
 
     Raises:
         ValueError: non-finite features, or features too spread for any int64 key.
     """
-    num_points, d = points.shape
-    d1 = d + 1
-    device = points.device
-    # Coordinate-major (rows of points): 5x faster than points @ E^T, and what the blocks use.
-    elevated = torch.mm(_elevation(d, points.dtype, device, refinement.scale), points.T)
+    batch_size, d, points_per_batch = features.shape
+    num_points, d1, device = batch_size * points_per_batch, d + 1, features.device
+    # Coordinate-major, as the blocks use them: no transposing copy of the features.
+    # The large temporaries are kept arrays (see _BlockWork), the lasting results pool memory.
+    elevation = _elevation(d, features.dtype, device, refinement.scale)
+    elevated = _POOL.take(d1 * num_points, features.dtype).view(batch_size, d1, -1)
+    for b in range(batch_size):
+        torch.mm(elevation, features[b], out=elevated[b])
     # Rounding is monotone: the bounds of the nearest points are those of the extremes.
-    extremes = torch.stack([elevated[:d].amin(dim=1), elevated[:d].amax(dim=1)])
+    extremes = torch.stack([elevated[:, :d].amin(dim=(0, 2)), elevated[:, :d].amax(dim=(0, 2))])
     bounds = _nearest(extremes, d1)  # (2, d)
     low, strides, cells, exact_cells = _key_layout(bounds, refinement.rings)
     finite, exact = torch.stack([bounds.isfinite().all().double(), exact_cells]).tolist()
     if not finite:
-        bad = int((~torch.isfinite(points)).sum())
+        bad = int((~torch.isfinite(features)).sum())
         raise ValueError(f"features contains {bad} non-finite values (NaN or inf)")
     check_key_range(exact, d1 * batch_size, d)
     codes = d1**d  # rank rows, by their first d entries in base d + 1
     if exact * batch_size * codes >= MAX_KEY:
+        _POOL.give(elevated.view(-1))
         return None
     code_weight = torch.tensor([d1**i for i in range(d1)], device=device)
     cells = int(cells)
-    low_key = torch.cat([strides, -(low * strides).sum(dim=0, keepdim=True)])
+    low_key = [*strides.tolist(), -int((low * strides).sum())]
 
-    keys = torch.empty(num_points, dtype=torch.int64, device=device)
-    bary_t = torch.empty(d1, num_points, dtype=points.dtype, device=device)
-    bary = torch.empty(num_points, d1, dtype=points.dtype, device=device)
-    for start in range(0, num_points, _HOST_BLOCK):
-        stop = min(num_points, start + _HOST_BLOCK)
-        block_bary = bary.new_empty(d1, stop - start)
-        block = _simplex_block(elevated[:, start:stop], low_key, code_weight, block_bary)
-        first, last = start // points_per_batch, (stop - 1) // points_per_batch
-        if first == last:
-            block += first * cells * codes
-        else:
-            batch_index = torch.arange(start, stop, device=device) // points_per_batch
-            block += batch_index * (cells * codes)
-        keys[start:stop] = block
-        bary_t[:, start:stop] = block_bary
-        for first in range(start, stop, _TRANSPOSE_BLOCK):  # transposed in cache-sized pieces
-            last = min(stop, first + _TRANSPOSE_BLOCK)
-            bary[first:last] = block_bary[:, first - start : last - start].T
+    keys = _POOL.take(num_points, torch.int64)
+    bary_t = _POOL.take(d1 * num_points, features.dtype).view(d1, num_points)
+    bary = _POOL.output((num_points, d1), features.dtype)
+    work = _BlockWork(d1, min(points_per_batch, _HOST_BLOCK), features.dtype)
+    for b in range(batch_size):
+        for start in range(0, points_per_batch, _HOST_BLOCK):
+            stop = min(points_per_batch, start + _HOST_BLOCK)
+            first, last = b * points_per_batch + start, b * points_per_batch + stop
+            block, block_bary = keys[first:last], bary_t[:, first:last]
+            _simplex_block(
+                elevated[b, :, start:stop], low_key, code_weight.tolist(), block_bary, block, work
+            )
+            block += b * cells * codes
+            _copy_transposed(bary[first:last], block_bary)
+    work.release()
+    _POOL.give(elevated.view(-1))
 
     sorted_keys, order = torch.sort(keys, stable=True)  # radix sort: keys are >= 0
+    _POOL.give(keys)
     simplex_keys, simplex_sorted, counts = torch.unique_consecutive(
         sorted_keys, return_inverse=True, return_counts=True
     )
@@ -394,6 +449,10 @@ def _group_by_simplex(
     rank = torch.cat([rank, d * d1 // 2 - rank.sum(dim=1, keepdim=True)], dim=1)  # (U, d+1)
     corners = _corner_keys(torch.div(simplex_keys, codes, rounding_mode="floor"), rank, strides)
     vertex_keys, corner_vertex = torch.unique(corners.reshape(-1), return_inverse=True)
+    bary_in_order = _POOL.output((d1, num_points), features.dtype)
+    # 3x faster than index_select here
+    torch.gather(bary_t, 1, order.expand(d1, num_points), out=bary_in_order)
+    _POOL.give(bary_t.view(-1))
     return _Grouped(
         vertex_keys,
         corner_vertex.view(-1, d1),
@@ -401,33 +460,32 @@ def _group_by_simplex(
         order,
         starts,
         bary,
-        bary_t.gather(1, order.expand(d1, num_points)),  # 3x faster than index_select here
+        bary_in_order,
         strides,
     )
 
 
 class TorchLatticeOps:
-    """Splat, blur and slice matrices for ``points [P, d]`` (P = batch_size x points_per_batch).
+    """Splat, blur and slice matrices for ``features [B, d, N]`` (the points p = b N + n).
 
     ``apply(values [B, C, N]) -> [B, C, N]`` computes ``S^T B^T B S v`` (unscaled).
     """
 
     def __init__(
         self,
-        points: Tensor,
-        batch_size: int,
-        points_per_batch: int,
+        features: Tensor,
         symmetric: bool = True,
         refinement: Refinement = ACCURACY_LEVELS[0],
     ) -> None:
-        d, device = points.shape[1], points.device
+        batch_size, d, points_per_batch = features.shape
         self._plan = BlurPlan.for_dims(d, symmetric, refinement.scale)
         self.dims, self.batch_size, self.points_per_batch = d, batch_size, points_per_batch
         grouped = None
-        if host_steps(device):
-            grouped = _group_by_simplex(points, batch_size, points_per_batch, refinement)
+        if host_steps(features.device):
+            grouped = _group_by_simplex(features, refinement)
         self._host = grouped is not None
         if grouped is None:
+            points = features.transpose(1, 2).reshape(-1, d)  # (P, d), point-major
             vertex_keys = self._sort_vertex_keys(points, batch_size, points_per_batch, refinement)
         else:
             vertex_keys = self._splat_by_simplex(grouped, points_per_batch, refinement)
@@ -593,10 +651,11 @@ class TorchLatticeOps:
             ]
         return self._passes[key]
 
-    def exact_degrees(self, points: Tensor, samples: Tensor, neighbors: Tensor) -> Tensor:
-        """Exact ``sum_q W_pq`` over q in ``neighbors`` for p in ``samples``: [B, S]."""
-        grouped = points.reshape(self.batch_size, self.points_per_batch, self.dims)
-        p, q = grouped[:, samples], grouped[:, neighbors]  # (B, S, D), (B, Q, D)
+    def exact_degrees(self, features: Tensor, samples: Tensor, neighbors: Tensor) -> Tensor:
+        """Exact ``sum_q W_pq`` over q in ``neighbors`` for p in ``samples``: [B, S], for the
+        lattice's ``features [B, d, N]``."""
+        p = features[:, :, samples].transpose(1, 2)  # (B, S, d)
+        q = features[:, :, neighbors].transpose(1, 2)  # (B, Q, d)
         center = q.mean(dim=1, keepdim=True)  # a common shift: less cancellation below
         p, q = p - center, q - center
         sq_dist = torch.baddbmm(
@@ -707,7 +766,7 @@ class TorchLatticeOps:
         work = _POOL.take(batch * n * channels, values.dtype)
         point_major = work.view(batch, n, channels)
         for b in range(batch):
-            point_major[b].copy_(values[b].T)
+            _copy_transposed(point_major[b], values[b])
         if in_weight is not None:
             point_major.mul_(in_weight[:, :, None])
         lattice = self._splat_points(work.view(batch * n, channels))  # (M, C)
@@ -724,7 +783,7 @@ class TorchLatticeOps:
             if out is None:
                 out = _POOL.output((batch, channels, n), values.dtype)
             for b in range(batch):
-                out[b].copy_(point_major[b].T)
+                _copy_transposed(out[b], point_major[b])
             if out_weight is not None:
                 out.mul_(out_weight[:, None, :])
         _POOL.give(work)

@@ -285,7 +285,6 @@ class PermutohedralLattice:
         flat = features.detach().to(dtype).reshape(self.batch_size, self.dims, self.num_points)
         with torch.no_grad():
             self._ops: TorchLatticeOps | NumbaLatticeOps
-            points = flat
             if backend == "numba":
                 try:
                     self._ops = _numba_ops(features, flat, symmetric, refined)
@@ -297,10 +296,7 @@ class PermutohedralLattice:
                     _report_fallback(_record_numba_failure(reason))
                     backend = "torch"
             if backend == "torch":
-                points = flat.transpose(1, 2).reshape(-1, self.dims)  # (P, d) with P = B N
-                self._ops = TorchLatticeOps(
-                    points, self.batch_size, self.num_points, symmetric, refined
-                )
+                self._ops = TorchLatticeOps(flat, symmetric, refined)
             self.backend = backend
             self.num_vertices = self._ops.num_vertices
             self._batch_scale = torch.full(
@@ -310,13 +306,13 @@ class PermutohedralLattice:
                 device=self.device,
             )
             if calibrate:
-                self._calibrate(points)
+                self._calibrate(flat)
 
-    def _calibrate(self, points: Tensor) -> None:
+    def _calibrate(self, features: Tensor) -> None:
         """Match each batch element's degrees ``W 1`` to the exact ones on a fixed sample
-        (``points``: the features in the layout the backend was built from)."""
+        (``features [B, d, N]`` in the compute dtype)."""
         samples, neighbors, weight = _calibration_indices(self.num_points, self.device)
-        exact = self._ops.exact_degrees(points, samples, neighbors) * weight  # (B, S)
+        exact = self._ops.exact_degrees(features, samples, neighbors) * weight  # (B, S)
         approx = self._ops.lattice_degrees(samples) * self._batch_scale[:, None]  # (B, S)
         self._batch_scale *= exact.sum(dim=1) / approx.sum(dim=1).clamp_min(1e-30)
 
