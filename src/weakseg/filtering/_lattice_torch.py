@@ -53,6 +53,8 @@ from weakseg.filtering._lattice_geometry import (
 _HOST_BLOCK = 1 << 18
 # Points per piece of a transposing copy (:func:`_copy_transposed`).
 _TRANSPOSE_BLOCK = 1 << 14
+# Entries per [B, samples, neighbours] piece of the exact degrees on the CPU (1 MB of float32).
+_EXACT_BLOCK = 1 << 18
 
 
 def host_steps(device: torch.device) -> bool:
@@ -658,18 +660,23 @@ class TorchLatticeOps:
         q = features[:, :, neighbors].transpose(1, 2)  # (B, Q, d)
         center = q.mean(dim=1, keepdim=True)  # a common shift: less cancellation below
         p, q = p - center, q - center
-        sq_dist = torch.baddbmm(
-            (p * p).sum(2)[:, :, None] + (q * q).sum(2)[:, None, :],
-            p,
-            q.transpose(1, 2),
-            alpha=-2.0,
-        )  # (B, S, Q)
-        # Clamped before exp (no underflow into subnormals, measured 30x slower there); the same
-        # cut-off as the numba backend, so both calibrate to the same scale. In place: each
-        # fresh [B, S, Q] array would page-fault in full.
-        negligible = sq_dist >= NEGLIGIBLE_SQ_DISTANCE
-        kernel = sq_dist.clamp_(0.0, NEGLIGIBLE_SQ_DISTANCE).mul_(-0.5).exp_()
-        return kernel.masked_fill_(negligible, 0.0).sum(dim=2)
+        q_norms = (q * q).sum(2)[:, None, :]  # (B, 1, Q)
+        count = p.shape[1]
+        # On the CPU, pieces of samples whose [B, piece, Q] arrays stay in the cache (one
+        # [B, S, Q] array page-faulted in full); on a GPU one piece (fewer launches).
+        piece = max(1, _EXACT_BLOCK // q_norms.numel()) if self._host else count
+        degrees = []
+        for start in range(0, count, piece):
+            at = p[:, start : start + piece]
+            sq_dist = torch.baddbmm(
+                (at * at).sum(2)[:, :, None] + q_norms, at, q.transpose(1, 2), alpha=-2.0
+            )  # (B, piece, Q)
+            # Clamped before exp (no underflow into subnormals, measured 30x slower there); the
+            # same cut-off as the numba backend, so both calibrate to the same scale.
+            negligible = sq_dist >= NEGLIGIBLE_SQ_DISTANCE
+            kernel = sq_dist.clamp_(0.0, NEGLIGIBLE_SQ_DISTANCE).mul_(-0.5).exp_()
+            degrees.append(kernel.masked_fill_(negligible, 0.0).sum(dim=2))
+        return degrees[0] if len(degrees) == 1 else torch.cat(degrees, dim=1)
 
     def lattice_degrees(self, samples: Tensor) -> Tensor:
         """``(S^T B S 1)_p`` for p in ``samples`` of every batch element: [B, S]."""
