@@ -178,20 +178,6 @@ def test_forked_child_falls_back_to_the_torch_backend() -> None:
     assert status == "error" and "forked" in message
 
 
-def test_array_pool_hands_back_kept_arrays_and_respects_its_budget() -> None:
-    pool = numba_backend._ArrayPool(max_bytes=3 << 20, min_bytes=1 << 20)
-    big = np.ones((1 << 18,), np.float32)  # 1 MB
-    pool.give(big, np.ones(10, np.float32))  # the small one is not kept
-    assert pool.nbytes == big.nbytes
-    assert pool.take(big.shape, np.float64) is not big  # another dtype: a new array
-    assert pool.take(big.shape, np.float32) is big
-    assert pool.nbytes == 0
-    arrays = [np.zeros((1 << 18,), np.float32) for _ in range(4)]
-    pool.give(*arrays)
-    assert pool.nbytes == 3 << 20  # the oldest went first
-    assert all(pool.take(big.shape, np.float32) is a for a in arrays[1:])
-
-
 def test_lattices_reusing_pooled_arrays_filter_as_fresh_ones() -> None:
     # A dropped lattice's arrays serve the next build of the same size; live lattices never
     # share them, and the results match a lattice built from fresh arrays.

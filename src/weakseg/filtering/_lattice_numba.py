@@ -10,9 +10,8 @@ compact table per element, which also serves the neighbour lookups. Key bounds c
 features' bounding box (no pass over the points). Splat accumulates into one buffer per thread,
 blur and slice run in parallel over vertices and points; small lattices blur serially, because
 starting a parallel region costs more than a pass. Values stay channel-major ``[B, C, N]``
-throughout. Large work arrays are reused from lattice to lattice (:class:`_ArrayPool`). Tested
-equal to
-:mod:`weakseg.filtering._lattice_torch` up to floating-point rounding.
+throughout. Large work arrays are reused from lattice to lattice (``_work_pool.WORK_POOL``).
+Tested equal to :mod:`weakseg.filtering._lattice_torch` up to floating-point rounding.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import threading
 import weakref
 from typing import TYPE_CHECKING
 
@@ -37,6 +35,7 @@ from weakseg.filtering._lattice_geometry import (
     elevation_array,
     elevation_matrix,  # noqa: F401 - used by tests through this module
 )
+from weakseg.filtering._work_pool import WORK_POOL
 
 if TYPE_CHECKING:  # torch is imported lazily: the array lattice (NumbaLattice) runs without it
     import torch
@@ -566,19 +565,19 @@ def _blur(lattice, forward, backward, directions, center, neighbor):
         return _blur_in_place(lattice, forward, backward, directions, center, neighbor)
     for first in range(0, channels, _BLUR_GROUP):
         columns = slice(first, min(channels, first + _BLUR_GROUP))
-        group = _POOL.take((lattice.shape[0], columns.stop - first), lattice.dtype)
+        group = WORK_POOL.take((lattice.shape[0], columns.stop - first), lattice.dtype)
         group[:] = lattice[:, columns]
         lattice[:, columns] = _blur_in_place(group, forward, backward, directions, center, neighbor)
-        _POOL.give(group)
+        WORK_POOL.give(group)
     return lattice
 
 
 def _blur_in_place(lattice, forward, backward, directions, center, neighbor):
     """The passes over contiguous ``lattice`` values, with a scratch array from the pool."""
     blur = _blur_parallel if lattice.size >= _PARALLEL_BLUR_ENTRIES else _blur_serial
-    scratch = _POOL.take(lattice.shape, lattice.dtype)
+    scratch = WORK_POOL.take(lattice.shape, lattice.dtype)
     blur(lattice, scratch, forward, backward, directions, center, neighbor)
-    _POOL.give(scratch)
+    WORK_POOL.give(scratch)
     return lattice
 
 
@@ -744,65 +743,6 @@ def _layout_from_feature_range(
         return None
 
 
-class _ArrayPool:
-    """Large work arrays kept for the next lattice of the same size.
-
-    A first write to freshly allocated memory page-faults, and the C allocator hands large
-    blocks back to the system as soon as they are freed: building a lattice for 4 images of
-    321 x 321 spent about half its time faulting in its ~20 MB of weights, vertex indices and
-    hash tables (measured: 95-118 ms, against 45 ms when the process keeps freed memory).
-    Training and inference build lattices of one size batch after batch, so the arrays of a
-    finished build and of a dropped lattice are kept here, up to ``max_bytes`` (the oldest go
-    first), and handed to the next build asking for the same shape and dtype. Their contents
-    are stale: every user overwrites them. Arrays under ``min_bytes`` are not worth keeping.
-    Thread-safe (a lattice may be garbage-collected on any thread).
-    """
-
-    def __init__(self, max_bytes: int, min_bytes: int = 1 << 20) -> None:
-        self.max_bytes, self.min_bytes = max_bytes, min_bytes
-        self._arrays: list[np.ndarray] = []
-        self._lock = threading.Lock()
-
-    def take(self, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
-        """A kept array of this shape and dtype, or a new one; uninitialized either way."""
-        dtype = np.dtype(dtype)
-        with self._lock:
-            for i, array in enumerate(self._arrays):
-                if array.shape == shape and array.dtype == dtype:
-                    return self._arrays.pop(i)
-        return np.empty(shape, dtype)
-
-    def give(self, *arrays: np.ndarray) -> None:
-        """Keep ``arrays`` (which their giver must no longer use) for a later :meth:`take`."""
-        with self._lock:
-            self._arrays.extend(a for a in arrays if a.nbytes >= self.min_bytes)
-            while sum(a.nbytes for a in self._arrays) > self.max_bytes:
-                self._arrays.pop(0)
-
-    def output(self, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
-        """An array (uninitialized) on a kept one, which returns to the pool once this array,
-        its views and any tensor made from it (``torch.from_numpy``) are gone.
-
-        Filter outputs are the largest arrays of a loss (``[B, C, N]``, 35 MB for 4 images of
-        321 x 321 with 21 classes); above 32 MB glibc maps every fresh block anew, so writing
-        a new output page-faulted for a third of a filtering's time (measured at 321 x 321,
-        B=4: 75 ms against 50 ms with the memory kept).
-        """
-        array = self.take(shape, dtype)
-        view = array.view()  # views and tensors keep this object alive
-        weakref.finalize(view, self.give, array)
-        return view
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held."""
-        with self._lock:
-            return sum(a.nbytes for a in self._arrays)
-
-
-_POOL = _ArrayPool(max_bytes=256 << 20)
-
-
 def _guess_dilated(count: int, d: int, rings: int) -> int:
     """A guess of the vertex count after ``rings`` rings around ``count`` vertices: measured
     5-8x per ring on photo features (D = 5), 14x at D = 8, far less where points are dense."""
@@ -865,14 +805,14 @@ class NumbaLattice:
         part_size = -(-points_per_batch // parts)
         bits = max(10, math.ceil(math.log2(max(2, part_size))) + 1)
         tasks = batch_size * parts
-        self._bary = _POOL.take((num_points, d + 1), features.dtype)
-        local = _POOL.take((num_points * (d + 1),), np.int32)
-        weakref.finalize(self, _POOL.give, self._bary, local)  # for the next lattice
+        self._bary = WORK_POOL.take((num_points, d + 1), features.dtype)
+        local = WORK_POOL.take((num_points * (d + 1),), np.int32)
+        weakref.finalize(self, WORK_POOL.give, self._bary, local)  # for the next lattice
         while True:
             hashing = (
-                _POOL.take((tasks, 1 << bits), np.int64),  # slot keys
-                _POOL.take((tasks, 1 << bits), np.int32),  # slot indices
-                _POOL.take((tasks, 1 << (bits - 1)), np.int64),  # keys in order of insertion
+                WORK_POOL.take((tasks, 1 << bits), np.int64),  # slot keys
+                WORK_POOL.take((tasks, 1 << bits), np.int32),  # slot indices
+                WORK_POOL.take((tasks, 1 << (bits - 1)), np.int64),  # keys in order of insertion
             )
             hashing[0].fill(_EMPTY)
             counts = _splat_weights_and_vertices(
@@ -880,7 +820,7 @@ class NumbaLattice:
             )
             if counts.min() >= 0:
                 break
-            _POOL.give(*hashing)
+            WORK_POOL.give(*hashing)
             bits += 1  # a table more than half full: grow and hash again
         # The largest element's vertex count (parts may share vertices: an upper bound), with
         # a guess of what the rings add (the tables grow if it is short).
@@ -899,7 +839,7 @@ class NumbaLattice:
             if dilate(table_keys, table_index, keys, unique, rings, zero_extra, along).all():
                 break
             compact_bits += 1  # a table more than half full: number and dilate again
-        _POOL.give(*hashing)
+        WORK_POOL.give(*hashing)
         offsets = np.concatenate([np.zeros(1, np.int64), np.cumsum(unique)[:-1]])
         globalize = _globalize if local.shape[0] > _SERIAL_ENTRIES else _globalize_serial
         globalize(local, remap, offsets, points_per_batch, parts)
@@ -970,17 +910,17 @@ class NumbaLattice:
         in the compute dtype (``B^T`` for ``B`` if ``transpose``), the point weights ``[B, N]``
         (``None``: ones) folded into the splat and the slice. Written into ``out`` (contiguous
         ``[B, C, N]``) when given, or added to it if ``accumulate``; else into a new array
-        (from the pool: see :meth:`_ArrayPool.output`)."""
+        (from the pool: see :meth:`WorkPool.output`)."""
         self._threads = self._sync_threads()
         array = np.ascontiguousarray(values)
         dtype = array.dtype
-        partial = _POOL.take((self._threads, self.num_vertices + 1, array.shape[1]), dtype)
+        partial = WORK_POOL.take((self._threads, self.num_vertices + 1, array.shape[1]), dtype)
         lattice = _splat(
             array, self._vertex_of_entry, self._bary, _weights_array(in_weight, dtype), partial
         )
         lattice = self._blur(lattice, self._plan.transposed() if transpose else self._plan)
         if out is None:
-            out, accumulate = _POOL.output(array.shape, dtype), False
+            out, accumulate = WORK_POOL.output(array.shape, dtype), False
         elif out.shape != array.shape or out.dtype != dtype or not out.flags.c_contiguous:
             raise ValueError(
                 f"out must be a contiguous {dtype} array of shape {array.shape}, "
@@ -996,7 +936,7 @@ class NumbaLattice:
             _weights_array(out_weight, dtype),
             accumulate,
         )
-        _POOL.give(partial)
+        WORK_POOL.give(partial)
         return out
 
 

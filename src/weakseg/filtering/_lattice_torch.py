@@ -23,15 +23,13 @@ Splat, every blur pass and slice are then sparse-dense (CSR) products, so that f
 channels is 2 (d + 1) + 4 operations on a GPU whatever C: a transposing copy in, the splat
 ``S``, the ``2 (d + 1)`` passes, the slice ``S^T``, and one scaling product that writes the
 channel-major result. On the CPU the point-major work arrays are kept between calls
-(:class:`_BufferPool`) and every product writes into an existing array.
+(:class:`~weakseg.filtering._work_pool.WorkPool`) and every product writes into an existing array.
 """
 
 from __future__ import annotations
 
 import functools
-import threading
 import warnings
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +45,7 @@ from weakseg.filtering._lattice_geometry import (
     check_key_range,
     elevation_matrix,
 )
+from weakseg.filtering._work_pool import WORK_POOL
 
 # Points per block of the CPU build: its temporaries ([d+1, block] floats and integers) stay in
 # the cache. Measured at 4 x 512 x 512 (2 threads): 2^16 as fast as 2^17 and 2^19 is slower.
@@ -213,59 +212,6 @@ def _dilate(vertex_keys: Tensor, rings: int, zero_extra: Tensor, along: Tensor) 
     return vertex_keys
 
 
-class _BufferPool:
-    """Large CPU work tensors kept for the next call of the same size.
-
-    A first write to freshly allocated memory page-faults, and the C allocator hands blocks
-    over 32 MB back to the system as soon as they are freed: at 4 x 512 x 512 with 21 channels,
-    writing the 88 MB point-major array afresh took 58 ms against 16 ms into a kept one. Loss
-    calls filter arrays of one size call after call, so :meth:`take` hands out a kept tensor of
-    the asked size and dtype (stale contents: every user overwrites them) and :meth:`give`
-    keeps it again, up to ``max_bytes`` (the oldest go first). :meth:`output` lends one to a
-    caller until every tensor sharing its memory is gone. Thread-safe.
-    """
-
-    def __init__(self, max_bytes: int, min_bytes: int = 1 << 20) -> None:
-        self.max_bytes, self.min_bytes = max_bytes, min_bytes
-        self._kept: list[Tensor] = []
-        self._lock = threading.Lock()
-
-    def take(self, numel: int, dtype: torch.dtype) -> Tensor:
-        """A kept 1-D CPU tensor of ``numel`` entries, or a new one; uninitialized."""
-        with self._lock:
-            for i, kept in enumerate(self._kept):
-                if kept.numel() == numel and kept.dtype == dtype:
-                    return self._kept.pop(i)
-        return torch.empty(numel, dtype=dtype)
-
-    def give(self, *tensors: Tensor) -> None:
-        """Keep ``tensors`` (which their giver must no longer use) for a later :meth:`take`."""
-        with self._lock:
-            self._kept.extend(t for t in tensors if t.numel() * t.element_size() >= self.min_bytes)
-            while sum(t.numel() * t.element_size() for t in self._kept) > self.max_bytes:
-                self._kept.pop(0)
-
-    def output(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        """A new tensor of ``shape`` (uninitialized) on kept memory, which comes back to the
-        pool once no tensor uses that memory any more.
-
-        The tensor is made from a NumPy array over the kept one, so that its storage owns that
-        array: views, ``detach()`` and anything else sharing the storage keep it alive, and
-        the pool takes the memory back only when the array is freed (as the numba backend's
-        outputs do). Like theirs, the tensor cannot be resized.
-        """
-        numel = 1
-        for size in shape:
-            numel *= size
-        kept = self.take(numel, dtype)
-        carrier = kept.numpy()  # holds ``kept``; freed with the last tensor on its memory
-        weakref.finalize(carrier, self.give, kept)
-        return torch.from_numpy(carrier).view(shape)
-
-
-_POOL = _BufferPool(max_bytes=384 << 20)
-
-
 def _copy_transposed(target: Tensor, source: Tensor) -> None:
     """``target = source.T`` (2-D), in pieces of ``_TRANSPOSE_BLOCK`` along the longer axis of
     ``target``: each piece stays in the cache while it is transposed (2.0-2.4x faster than one
@@ -302,17 +248,17 @@ class _Grouped:
 
 class _BlockWork:
     """The work arrays of :func:`_simplex_block` for blocks of up to ``block`` points, taken
-    from :data:`_POOL` and given back by :meth:`release`: every block, and the next build of
+    from :data:`WORK_POOL` and given back by :meth:`release`: every block, and the next build of
     the same size, writes into memory already mapped (a fresh ``[d+1, 2^18]`` temporary
     page-faults in full: measured 4-8 ms each at 4 x 512 x 512, more than its arithmetic)."""
 
     def __init__(self, d1: int, block: int, dtype: torch.dtype) -> None:
         self.d1 = d1
         self._arrays = {
-            "float": [_POOL.take(d1 * block, dtype) for _ in range(4)],
-            "int64": [_POOL.take(d1 * block, torch.int64) for _ in range(3)],
-            "uint8": [_POOL.take(d1 * block, torch.uint8) for _ in range(2)],
-            "row": [_POOL.take(block, torch.int64) for _ in range(2)],
+            "float": [WORK_POOL.take_tensor((d1 * block,), dtype) for _ in range(4)],
+            "int64": [WORK_POOL.take_tensor((d1 * block,), torch.int64) for _ in range(3)],
+            "uint8": [WORK_POOL.take_tensor((d1 * block,), torch.uint8) for _ in range(2)],
+            "row": [WORK_POOL.take_tensor((block,), torch.int64) for _ in range(2)],
         }
 
     def get(self, kind: str, index: int, n: int) -> Tensor:
@@ -323,7 +269,7 @@ class _BlockWork:
     def release(self) -> None:
         """Give the arrays back to the pool (the caller no longer uses them)."""
         for arrays in self._arrays.values():
-            _POOL.give(*arrays)
+            WORK_POOL.give_tensors(*arrays)
         self._arrays = {}
 
 
@@ -402,7 +348,7 @@ def _group_by_simplex(features: Tensor, refinement: Refinement) -> _Grouped | No
     # Coordinate-major, as the blocks use them: no transposing copy of the features.
     # The large temporaries are kept arrays (see _BlockWork), the lasting results pool memory.
     elevation = _elevation(d, features.dtype, device, refinement.scale)
-    elevated = _POOL.take(d1 * num_points, features.dtype).view(batch_size, d1, -1)
+    elevated = WORK_POOL.take_tensor((d1 * num_points,), features.dtype).view(batch_size, d1, -1)
     for b in range(batch_size):
         torch.mm(elevation, features[b], out=elevated[b])
     # Rounding is monotone: the bounds of the nearest points are those of the extremes.
@@ -416,15 +362,15 @@ def _group_by_simplex(features: Tensor, refinement: Refinement) -> _Grouped | No
     check_key_range(exact, d1 * batch_size, d)
     codes = d1**d  # rank rows, by their first d entries in base d + 1
     if exact * batch_size * codes >= MAX_KEY:
-        _POOL.give(elevated.view(-1))
+        WORK_POOL.give_tensors(elevated.view(-1))
         return None
     code_weight = torch.tensor([d1**i for i in range(d1)], device=device)
     cells = int(cells)
     low_key = [*strides.tolist(), -int((low * strides).sum())]
 
-    keys = _POOL.take(num_points, torch.int64)
-    bary_t = _POOL.take(d1 * num_points, features.dtype).view(d1, num_points)
-    bary = _POOL.output((num_points, d1), features.dtype)
+    keys = WORK_POOL.take_tensor((num_points,), torch.int64)
+    bary_t = WORK_POOL.take_tensor((d1 * num_points,), features.dtype).view(d1, num_points)
+    bary = WORK_POOL.output_tensor((num_points, d1), features.dtype)
     work = _BlockWork(d1, min(points_per_batch, _HOST_BLOCK), features.dtype)
     for b in range(batch_size):
         for start in range(0, points_per_batch, _HOST_BLOCK):
@@ -437,10 +383,10 @@ def _group_by_simplex(features: Tensor, refinement: Refinement) -> _Grouped | No
             block += b * cells * codes
             _copy_transposed(bary[first:last], block_bary)
     work.release()
-    _POOL.give(elevated.view(-1))
+    WORK_POOL.give_tensors(elevated.view(-1))
 
     sorted_keys, order = torch.sort(keys, stable=True)  # radix sort: keys are >= 0
-    _POOL.give(keys)
+    WORK_POOL.give_tensors(keys)
     simplex_keys, simplex_sorted, counts = torch.unique_consecutive(
         sorted_keys, return_inverse=True, return_counts=True
     )
@@ -451,10 +397,10 @@ def _group_by_simplex(features: Tensor, refinement: Refinement) -> _Grouped | No
     rank = torch.cat([rank, d * d1 // 2 - rank.sum(dim=1, keepdim=True)], dim=1)  # (U, d+1)
     corners = _corner_keys(torch.div(simplex_keys, codes, rounding_mode="floor"), rank, strides)
     vertex_keys, corner_vertex = torch.unique(corners.reshape(-1), return_inverse=True)
-    bary_in_order = _POOL.output((d1, num_points), features.dtype)
+    bary_in_order = WORK_POOL.output_tensor((d1, num_points), features.dtype)
     # 3x faster than index_select here
     torch.gather(bary_t, 1, order.expand(d1, num_points), out=bary_in_order)
-    _POOL.give(bary_t.view(-1))
+    WORK_POOL.give_tensors(bary_t.view(-1))
     return _Grouped(
         vertex_keys,
         corner_vertex.view(-1, d1),
@@ -770,7 +716,7 @@ class TorchLatticeOps:
         one 3-D copy, measured at 4 x 512 x 512 with 21 channels), the products write into
         existing arrays, and the slice of each batch element scales it."""
         batch, channels, n = values.shape
-        work = _POOL.take(batch * n * channels, values.dtype)
+        work = WORK_POOL.take_tensor((batch * n * channels,), values.dtype)
         point_major = work.view(batch, n, channels)
         for b in range(batch):
             _copy_transposed(point_major[b], values[b])
@@ -788,10 +734,10 @@ class TorchLatticeOps:
                 out.addcmul_(result, out_weight[:, None, :])
         else:
             if out is None:
-                out = _POOL.output((batch, channels, n), values.dtype)
+                out = WORK_POOL.output_tensor((batch, channels, n), values.dtype)
             for b in range(batch):
                 _copy_transposed(out[b], point_major[b])
             if out_weight is not None:
                 out.mul_(out_weight[:, None, :])
-        _POOL.give(work)
+        WORK_POOL.give_tensors(work)
         return out
