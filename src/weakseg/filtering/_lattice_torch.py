@@ -19,6 +19,11 @@ lattice (the same vertices, numbered in key order, and the same weights):
   steps: points to their simplex's corners, ``G_k`` for the corner of remainder k, and corners
   to vertices, ``Q_k``. Indices are int32 (what the sparse products use on the CPU).
 
+The simplex arithmetic is therefore written twice: point-major in :func:`enclosing_simplices`
+(few launches: broadcast comparisons, one scatter per weight) and row by row in
+:func:`_simplex_block` (one comparison per pair of rows, every result into a kept array, which
+a GPU does not need and whose launches it would pay for); the tests hold the two lattices equal.
+
 Splat, every blur pass and slice are then sparse-dense (CSR) products, so that filtering C
 channels is 2 (d + 1) + 4 operations on a GPU whatever C: a transposing copy in, the splat
 ``S``, the ``2 (d + 1)`` passes, the slice ``S^T``, and one scaling product that writes the
