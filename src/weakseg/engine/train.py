@@ -793,7 +793,7 @@ class TensorBoard(Hook):
         iteration = run.state["iteration"]
         self.writer.add_scalar("val/miou", record["val"]["miou"] or 0.0, iteration)
         self.writer.add_scalar("val/mean_dice", record["val"]["mean_dice"] or 0.0, iteration)
-        _log_images(self.writer, run.model_without_ddp, run.val_set, iteration, run.device)
+        _log_images(self.writer, run.result_model, run.val_set, iteration, run.device)
 
     def on_fit_end(self, run: Run) -> None:
         if getattr(self, "writer", None) is not None:
@@ -959,7 +959,7 @@ class IterativeProposals(Hook):
         config, dataset, processes = run.config, self.dataset, run.processes
         rng = get_rng_state()
         write_network_proposals(
-            run.model_without_ddp,
+            run.result_model,
             dataset.dataset,
             folder,
             run.device,
