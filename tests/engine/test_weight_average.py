@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from weakseg.engine.checkpoint import load_checkpoint
-from weakseg.engine.config import ConfigError, load_config
+from weakseg.engine.config import ConfigError
 from weakseg.engine.train import (
     Hook,
     TrainingInterrupted,
@@ -65,24 +65,8 @@ def test_update_is_the_closed_form_for_parameters_and_batch_norm_buffers() -> No
     assert not average.module.training
 
 
-def _tiny(tmp_path, name: str, *extra: str):
-    return load_config(
-        None,
-        [
-            f"output_dir={tmp_path / name}",
-            "synthetic_train=4",
-            "synthetic_val=2",
-            "synthetic_size=32",
-            "crop_size=32",
-            "batch_size=2",
-            "num_workers=0",
-            "progress=false",
-            "tensorboard=false",
-            "epochs=2",
-            "ema_decay=0.6",
-            *extra,
-        ],
-    )
+# 2 steps per epoch (4 images, batch 2), 2 epochs, the average at decay 0.6
+_AVERAGED = ("max_iterations=4", "epochs=2", "ema_decay=0.6")
 
 
 class _Weights(Hook):
@@ -101,9 +85,10 @@ class _Weights(Hook):
         self._keep(run)
 
 
-def test_checkpoints_hold_the_average_as_model_and_validation_measures_it(tmp_path) -> None:
-    config = _tiny(tmp_path, "run")
-    run = build(config)
+def test_checkpoints_hold_the_average_as_model_and_validation_measures_it(
+    tmp_path, tiny_config
+) -> None:
+    run = build(tiny_config(*_AVERAGED))
     prepare_output_dir(run)
     weights = _Weights()
     validated = []
@@ -145,27 +130,27 @@ class _Interrupt(Hook):
             signal.raise_signal(signal.SIGTERM)
 
 
-def test_resume_continues_the_average_exactly(tmp_path) -> None:
-    train(_tiny(tmp_path, "reference"))
-    run = build(_tiny(tmp_path, "stopped"))
+def test_resume_continues_the_average_exactly(tmp_path, tiny_config) -> None:
+    reference, stopped = tmp_path / "reference", tmp_path / "stopped"
+    train(tiny_config(*_AVERAGED, root=reference))
+    run = build(tiny_config(*_AVERAGED, root=stopped))
     prepare_output_dir(run)
     with pytest.raises(TrainingInterrupted):
         fit(run, [*default_hooks(run), _Interrupt(at=2)])  # stops after step 3, mid-epoch
-    stopped = load_checkpoint(tmp_path / "stopped" / "checkpoint.pth")
-    assert stopped["iteration"] == 3
-    train(_tiny(tmp_path, "stopped", "resume=auto"))
-    final = load_checkpoint(tmp_path / "stopped" / "checkpoint.pth")
-    expected = load_checkpoint(tmp_path / "reference" / "checkpoint.pth")
+    assert load_checkpoint(stopped / "run" / "checkpoint.pth")["iteration"] == 3
+    train(tiny_config(*_AVERAGED, "resume=auto", root=stopped))
+    final = load_checkpoint(stopped / "run" / "checkpoint.pth")
+    expected = load_checkpoint(reference / "run" / "checkpoint.pth")
     assert final["iteration"] == expected["iteration"] == 4
     for part in ("model", "trained_model"):
         for key, value in expected[part].items():
             assert torch.equal(final[part][key], value), (part, key)
 
 
-def test_ema_decay_is_checked_and_fixed_on_resume(tmp_path) -> None:
+def test_ema_decay_is_checked_and_fixed_on_resume(tiny_config) -> None:
     for bad in ("0", "1", "1.5", "-0.1"):
         with pytest.raises(ConfigError, match="ema_decay must be"):
-            _tiny(tmp_path, "run", f"ema_decay={bad}")
-    train(_tiny(tmp_path, "plain", "ema_decay=null", "epochs=1"))
+            tiny_config(f"ema_decay={bad}")
+    train(tiny_config("max_iterations=2"))
     with pytest.raises(ConfigError, match=r"with ema_decay=0.6: the run was trained with "):
-        train(_tiny(tmp_path, "plain", "resume=auto"))
+        train(tiny_config("max_iterations=2", "ema_decay=0.6", "resume=auto"))

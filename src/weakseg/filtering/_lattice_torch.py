@@ -370,6 +370,7 @@ def _group_by_simplex(features: Tensor, refinement: Refinement) -> _Grouped | No
         WORK_POOL.give_tensors(elevated.view(-1))
         return None
     code_weight = torch.tensor([d1**i for i in range(d1)], device=device)
+    code_weights = code_weight.tolist()
     cells = int(cells)
     low_key = [*strides.tolist(), -int((low * strides).sum())]
 
@@ -383,7 +384,7 @@ def _group_by_simplex(features: Tensor, refinement: Refinement) -> _Grouped | No
             first, last = b * points_per_batch + start, b * points_per_batch + stop
             block, block_bary = keys[first:last], bary_t[:, first:last]
             _simplex_block(
-                elevated[b, :, start:stop], low_key, code_weight.tolist(), block_bary, block, work
+                elevated[b, :, start:stop], low_key, code_weights, block_bary, block, work
             )
             block += b * cells * codes
             _copy_transposed(bary[first:last], block_bary)
