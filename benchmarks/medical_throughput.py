@@ -11,11 +11,13 @@ slices).
 
     python benchmarks/medical_throughput.py [--config configs/acdc_mri_cpu.yaml]
         [--data-root ../shared/data/acdc-scribble] [--threads 2] [--rounds 3] [--steps 4]
+        [--amp-cpu]   (also both variants with bfloat16 autocast, amp_cpu: true)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -24,13 +26,17 @@ from pathlib import Path
 import torch
 
 
-def _variants(config_path: str, overrides: list[str]) -> dict[str, object]:
+def _variants(config_path: str, overrides: list[str], amp_cpu: bool) -> dict[str, object]:
     from weakseg.engine.config import load_config
 
     regularized = load_config(config_path, overrides)
     names = ", ".join(regularized.losses) or "none"
     plain = load_config(config_path, [*overrides, "losses={}", "rampup_iterations=0"])
-    return {f"pCE + {names}": regularized, "pCE only": plain}
+    variants = {f"pCE + {names}": regularized, "pCE only": plain}
+    if amp_cpu:  # the same two in bfloat16 autocast
+        for name, config in list(variants.items()):
+            variants[f"{name}, amp_cpu"] = dataclasses.replace(config, amp_cpu=True)
+    return variants
 
 
 def main() -> None:
@@ -41,6 +47,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4, help="steps per variant and round")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--amp-cpu", action="store_true", help="also time both variants with amp_cpu (bfloat16)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from weakseg.engine.train import build, train_step
@@ -63,7 +72,7 @@ def main() -> None:
         *args.overrides,
     ]
     runs, iterators, times = {}, {}, {}
-    for name, config in _variants(args.config, overrides).items():
+    for name, config in _variants(args.config, overrides, args.amp_cpu).items():
         runs[name] = build(config)
         iterators[name] = iter(runs[name].loader)
         times[name] = []
@@ -100,9 +109,12 @@ def main() -> None:
     for name, rate in rates.items():
         spread = f"{min(times[name]):.1f}-{max(times[name]):.1f}"
         print(f"{name:>24}: {rate:6.2f} slices/s (rounds: {spread})")
-    regularized, plain = list(rates.values())
+    regularized, plain = list(rates.values())[:2]
     share = 1.0 - regularized / plain
     print(f"the regularizer costs {share:.0%} of a regularized step's time")
+    if args.amp_cpu:
+        regularized_bf16 = list(rates.values())[2]
+        print(f"amp_cpu (bfloat16): {regularized_bf16 / regularized:.2f}x the regularized rate")
 
 
 if __name__ == "__main__":

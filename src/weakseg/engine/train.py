@@ -12,10 +12,11 @@ iterative proposals) are the hooks of :func:`default_hooks`; the demo passes its
 Loss = partial cross-entropy on the labeled pixels + the weighted regularizers of
 ``config.losses`` (a :class:`~weakseg.losses.Objective`) on the softmax of the logits
 upsampled to the input size (each term logged separately). SGD or AdamW, poly LR with linear
-warm-up, AMP on CUDA, gradient accumulation, DistributedDataParallel under ``torchrun`` (the
-same command runs single-process). With ``slab_slices: S > 1`` a sample is a slab of ``S``
-adjacent slices (:mod:`weakseg.data.slabs`): the network sees the slices, the objective each
-slab as a volume (:func:`slab_volumes`), so the regularizers work in 3D.
+warm-up, mixed precision (float16 on CUDA, bfloat16 on the CPU with ``amp_cpu``), gradient
+accumulation, DistributedDataParallel under ``torchrun`` (the same command runs
+single-process). With ``slab_slices: S > 1`` a sample is a slab of ``S`` adjacent slices
+(:mod:`weakseg.data.slabs`): the network sees the slices, the objective each slab as a volume
+(:func:`slab_volumes`), so the regularizers work in 3D.
 
 The training modes of Table 2 of the paper (see :mod:`weakseg.engine.config`):
 
@@ -245,6 +246,15 @@ def _floats(terms: Mapping[str, Tensor]) -> dict[str, float]:
     return dict(zip(terms, stacked.tolist(), strict=True))
 
 
+def _autocast(config: TrainConfig, device: torch.device) -> torch.autocast:
+    """The mixed precision of the network's forward pass: float16 on CUDA (``amp``), bfloat16
+    on the CPU (``amp_cpu``), disabled otherwise."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16, enabled=config.amp)
+    enabled = config.amp_cpu and device.type == "cpu"
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
 def train_step(
     model: nn.Module,
     batches: list[dict[str, Any]],
@@ -261,7 +271,7 @@ def train_step(
     """
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
-    use_amp = config.amp and device.type == "cuda"
+    autocast = _autocast(config, device)
     for index, batch in enumerate(batches):
         batch = {
             k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v
@@ -272,13 +282,14 @@ def train_step(
         skip_sync = not last and hasattr(model, "no_sync")
         sync = model.no_sync() if skip_sync else contextlib.nullcontext()
         with sync:
-            with torch.autocast(device.type, enabled=use_amp):
+            with autocast:
                 if config.crf_layer is not None:  # the CRF layer filters the 0-255 image
                     logits = model(batch["image"], batch["image_raw"])
                 elif batch["image"].ndim == 5:  # slabs: the 2D network sees their slices
                     logits = model(batch["image"].flatten(0, 1))
                 else:
                     logits = model(batch["image"])
+            logits = logits.float()  # the losses in float32 (a no-op without autocast)
             loss, terms = compute_loss(logits, batch, objective)
             if not math.isfinite(terms["loss"]):
                 raise FloatingPointError(f"non-finite loss: {terms}")
