@@ -30,12 +30,7 @@ from weakseg.engine.checkpoint import load_checkpoint, save_checkpoint
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()  # 2 shared cores: oversubscription is 10x slower
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

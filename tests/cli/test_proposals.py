@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from weakseg.cli import main
 from weakseg.data import SyntheticDataset, write_synthetic_dataset
@@ -17,12 +16,7 @@ from weakseg.data.io import read_label
 pytest.importorskip("cv2")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,7 @@ from weakseg.engine.config import ConfigError
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 shared CI cores: oversubscribed threads make convolutions 10x slower
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,7 @@ from weakseg.engine.train import build_optimizer, compute_loss, poly_lr_lambda, 
 from weakseg.losses import GridPottsLoss, partial_cross_entropy
 from weakseg.models import build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_poly_lr_with_warmup() -> None:

@@ -17,13 +17,7 @@ from weakseg.engine.train import TrainingInterrupted, compute_loss, train
 from weakseg.losses import DenseCRFLoss, dense_crf_loss, partial_cross_entropy
 from weakseg.proposals import DenseCRFADMLoss, densecrf_adm_loss, proposals_complete
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

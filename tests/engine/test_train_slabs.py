@@ -5,7 +5,6 @@ per-slice training unchanged, exact resume mid-epoch, and the CLI: train, resume
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from weakseg.engine.checkpoint import load_checkpoint
 from weakseg.engine.config import ConfigError, load_config
 from weakseg.engine.loaders import build_datasets, build_train_loader
 from weakseg.engine.train import (
-    Hook,
     TrainingInterrupted,
     build,
     compute_loss,
@@ -28,6 +26,8 @@ from weakseg.engine.train import (
     train,
 )
 from weakseg.losses import DenseCRFLoss, build_objective
+
+from ._hooks import InterruptAt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -177,17 +177,6 @@ def test_single_slices_unchanged_by_the_key(mri: Path, tmp_path: Path) -> None:
     assert all(torch.equal(before[key], after[key]) for key in before)
 
 
-class _Interrupt(Hook):
-    """SIGTERM after iteration ``at``: the run stops at the next one, mid-epoch."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_iteration(self, run, terms) -> None:
-        if run.state["iteration"] == self.at:
-            signal.raise_signal(signal.SIGTERM)
-
-
 def test_slab_run_resumes_exactly_mid_epoch(mri: Path, tmp_path: Path) -> None:
     # 4 slabs / batch 2 = 2 steps per epoch; the stop falls in epoch 1, resumed up to step 5
     common = ["slab_slices=3", "max_iterations=5", "val_split=null", "num_workers=2", _SPACED]
@@ -197,7 +186,7 @@ def test_slab_run_resumes_exactly_mid_epoch(mri: Path, tmp_path: Path) -> None:
     run = build(config)
     prepare_output_dir(run)
     with pytest.raises(TrainingInterrupted):
-        fit(run, [*default_hooks(run), _Interrupt(at=2)])
+        fit(run, [*default_hooks(run), InterruptAt(at=2)])
     assert load_checkpoint(tmp_path / "stopped" / "checkpoint.pth")["iteration"] == 3
     train(load_config(None, _settings(mri, tmp_path / "stopped", *common, "resume=auto")))
     final = load_checkpoint(tmp_path / "stopped" / "checkpoint.pth")

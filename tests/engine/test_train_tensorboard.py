@@ -4,7 +4,6 @@ the image panels land in the event file (skipped when the tensorboard package is
 from __future__ import annotations
 
 import pytest
-import torch
 
 from weakseg.engine.config import load_config
 from weakseg.engine.train import train
@@ -12,12 +11,7 @@ from weakseg.engine.train import train
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tensorboard_scalars_and_images(tmp_path) -> None:

@@ -3,8 +3,6 @@ what checkpoints hold, validation of the average, exact resume."""
 
 from __future__ import annotations
 
-import signal
-
 import pytest
 import torch
 from torch import nn
@@ -22,13 +20,9 @@ from weakseg.engine.train import (
 )
 from weakseg.engine.weight_average import WeightAverage, average_decay
 
+from ._hooks import InterruptAt
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_average_decay_warms_up_then_holds() -> None:
@@ -121,22 +115,13 @@ def test_checkpoints_hold_the_average_as_model_and_validation_measures_it(
     assert any(not torch.equal(checkpoint["model"][k], trained[k]) for k in trained)
 
 
-class _Interrupt(Hook):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_iteration(self, run, terms) -> None:
-        if run.state["iteration"] == self.at:
-            signal.raise_signal(signal.SIGTERM)
-
-
 def test_resume_continues_the_average_exactly(tmp_path, tiny_config) -> None:
     reference, stopped = tmp_path / "reference", tmp_path / "stopped"
     train(tiny_config(*_AVERAGED, root=reference))
     run = build(tiny_config(*_AVERAGED, root=stopped))
     prepare_output_dir(run)
     with pytest.raises(TrainingInterrupted):
-        fit(run, [*default_hooks(run), _Interrupt(at=2)])  # stops after step 3, mid-epoch
+        fit(run, [*default_hooks(run), InterruptAt(at=2)])  # stops after step 3, mid-epoch
     assert load_checkpoint(stopped / "run" / "checkpoint.pth")["iteration"] == 3
     train(tiny_config(*_AVERAGED, "resume=auto", root=stopped))
     final = load_checkpoint(stopped / "run" / "checkpoint.pth")

@@ -8,14 +8,7 @@ import torchvision
 
 from weakseg.models import MODEL_NAMES, UNet, adapt_first_conv, build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the CI machine has 2 shared cores; oversubscribed convolutions are 10x slower
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
