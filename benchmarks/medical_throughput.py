@@ -5,9 +5,10 @@ Builds the recipe's run with the engine (``weakseg.engine.train.build``: its dat
 augmentation, loader workers, U-Net and optimizer) for each variant -- the config's own
 regularizer, and partial cross-entropy alone -- then times optimizer steps including data
 loading, the variants interleaved in rounds so that a change of machine load hits both. Prints
-slices/s per variant (median over rounds) and the regularizer's share of a step. Uses ACDC when
-``--data-root`` exists, else a synthetic NIfTI set of the same shape (volumes of 224x224
-slices).
+slices/s per variant (median over rounds) and the regularizer's share of a step; the network in
+float32, and with ``--amp-cpu`` also in bfloat16 autocast (the recipe's ``amp_cpu: true``).
+Uses ACDC when ``--data-root`` exists, else a synthetic NIfTI set of the same shape (volumes of
+224x224 slices).
 
     python benchmarks/medical_throughput.py [--config configs/acdc_mri_cpu.yaml]
         [--data-root ../shared/data/acdc-scribble] [--threads 2] [--rounds 3] [--steps 4]
@@ -29,9 +30,12 @@ import torch
 def _variants(config_path: str, overrides: list[str], amp_cpu: bool) -> dict[str, object]:
     from weakseg.engine.config import load_config
 
-    regularized = load_config(config_path, overrides)
+    # float32 first (amp_cpu off whatever the config says), then with --amp-cpu in bfloat16
+    regularized = load_config(config_path, [*overrides, "amp_cpu=false"])
     names = ", ".join(regularized.losses) or "none"
-    plain = load_config(config_path, [*overrides, "losses={}", "rampup_iterations=0"])
+    plain = load_config(
+        config_path, [*overrides, "amp_cpu=false", "losses={}", "rampup_iterations=0"]
+    )
     variants = {f"pCE + {names}": regularized, "pCE only": plain}
     if amp_cpu:  # the same two in bfloat16 autocast
         for name, config in list(variants.items()):
