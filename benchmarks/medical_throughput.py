@@ -30,12 +30,11 @@ import torch
 def _variants(config_path: str, overrides: list[str], amp_cpu: bool) -> dict[str, object]:
     from weakseg.engine.config import load_config
 
-    # float32 first (amp_cpu off whatever the config says), then with --amp-cpu in bfloat16
-    regularized = load_config(config_path, [*overrides, "amp_cpu=false"])
+    # float32 whatever the config says (amp_cpu: true in the recipe); bfloat16 with --amp-cpu
+    float32 = [*overrides, "amp_cpu=false"]
+    regularized = load_config(config_path, float32)
     names = ", ".join(regularized.losses) or "none"
-    plain = load_config(
-        config_path, [*overrides, "amp_cpu=false", "losses={}", "rampup_iterations=0"]
-    )
+    plain = load_config(config_path, [*float32, "losses={}", "rampup_iterations=0"])
     variants = {f"pCE + {names}": regularized, "pCE only": plain}
     if amp_cpu:  # the same two in bfloat16 autocast
         for name, config in list(variants.items()):

@@ -426,8 +426,9 @@ class OptimizerSettings:
     clip_grad_norm: float | None = None
     amp: bool = True  # mixed precision on CUDA: float16 autocast with a gradient scaler
     # bfloat16 autocast on the CPU (the network's convolutions in bfloat16, weights, optimizer and
-    # losses in float32): about 2x faster steps on CPUs with AVX512-BF16 or AMX, slower elsewhere
-    # (benchmarks/medical_throughput.py --set amp_cpu=true); ignored on CUDA
+    # losses in float32): 1.7-2.1x the MRI recipe's slices/s on an AVX512-BF16 CPU, expected to be
+    # slower without bfloat16 instructions (benchmarks/medical_throughput.py --amp-cpu); ignored
+    # on CUDA
     amp_cpu: bool = False
     # exponential moving average of the weights (decay per step, e.g. 0.99); validation and
     # checkpoints' "model" then hold the average (engine/weight_average.py); None = off
