@@ -70,3 +70,20 @@ def test_rampup_and_best_by_3d_dice(tmp_path: Path) -> None:
     # logged for the affinity-normalized full-resolution loss; step i used weight(i)
     assert ratios == pytest.approx(expected, rel=1e-4)
     assert config.objective()["dense_crf"].weight == 2.0  # restored after the run
+
+
+def test_rampup_leaves_supervised_terms_alone() -> None:
+    from types import SimpleNamespace
+
+    from weakseg.engine.train import RegularizerRampUp
+    from weakseg.losses import build_objective
+
+    objective = build_objective({"dice": {"weight": 1.0}, "grid_potts": {"weight": 2.0}})
+    run = SimpleNamespace(
+        objective=objective,
+        config=SimpleNamespace(rampup_iterations=100),
+        state={"iteration": 0},
+    )
+    RegularizerRampUp(run).on_fit_start(run)
+    assert objective["dice"].weight == 1.0  # Dice counts in full from the first step
+    assert objective["grid_potts"].weight == pytest.approx(2.0 * math.exp(-5.0))

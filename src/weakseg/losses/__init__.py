@@ -7,6 +7,8 @@ a regularizer of the softmax output:
 - :func:`normalized_cut_loss` / :class:`NormalizedCutLoss`: normalized cut, eq. (5).
 - :func:`kernel_cut_loss` / :class:`KernelCutLoss`: CRF + gamma * normalized cut, eq. (6).
 - :func:`grid_potts_loss` / :class:`GridPottsLoss`: Potts over a sparse neighbourhood grid.
+- :func:`dice_loss` / :class:`DiceLoss`: soft Dice on the labeled pixels (with full masks, the
+  field's cross-entropy + Dice baseline).
 - :class:`GaussianAffinity`: the dense Gaussian of one image batch, built once and passed as
   ``affinity=`` to the dense losses that evaluate the same images many times.
 - :mod:`weakseg.losses.sec`: SEC for image-tag supervision (:func:`sec_loss` /
@@ -31,6 +33,7 @@ from weakseg.losses.affinity import GaussianAffinity
 from weakseg.losses.constrain_to_boundary import ConstrainToBoundaryLoss, constrain_to_boundary_loss
 from weakseg.losses.cue_files import load_cues
 from weakseg.losses.dense_crf import DenseCRFLoss, dense_crf_loss
+from weakseg.losses.dice import DiceLoss, dice_loss
 from weakseg.losses.expansion import ExpansionLoss, expansion_loss
 from weakseg.losses.grid_potts import GridPottsLoss, grid_potts_loss
 from weakseg.losses.kernel_cut import KernelCutLoss, kernel_cut_loss
@@ -46,6 +49,7 @@ __all__ = [
     "ConstrainToBoundaryLoss",
     "DenseCRFADMLoss",
     "DenseCRFLoss",
+    "DiceLoss",
     "ExpansionLoss",
     "GaussianAffinity",
     "GridPottsLoss",
@@ -62,6 +66,7 @@ __all__ = [
     "cues_from_labels",
     "dense_crf_loss",
     "densecrf_adm_loss",
+    "dice_loss",
     "expansion_loss",
     "grid_potts_loss",
     "kernel_cut_loss",

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from weakseg.errors import ConfigError
 from weakseg.losses.adm import DenseCRFADMLoss
 from weakseg.losses.dense_crf import DenseCRFLoss
+from weakseg.losses.dice import DiceLoss
 from weakseg.losses.grid_potts import GridPottsLoss
 from weakseg.losses.kernel_cut import KernelCutLoss
 from weakseg.losses.normalized_cut import NormalizedCutLoss
@@ -69,6 +70,9 @@ class LossTerm:
         module: the ``nn.Module`` class built from the config's keyword arguments.
         inputs: the names (:data:`INPUTS`) of ``module.forward``'s arguments, in order.
         replaces_pce: the term's loss stands in for partial cross-entropy (at most one such).
+        regularizer: the term regularizes the output on all pixels (its weight follows the
+            ``rampup_iterations`` ramp-up); ``False`` for a supervised term of the labels
+            (Dice), which counts in full from the first step.
         evaluate: ``(name, module, output) -> (contribution, logged)`` from the module's
             output; ``None`` = the output is the weighted value, logged under ``name``.
     """
@@ -76,6 +80,7 @@ class LossTerm:
     module: type[nn.Module]
     inputs: tuple[str, ...]
     replaces_pce: bool = False
+    regularizer: bool = True
     evaluate: Callable[[str, nn.Module, Any, dict[str, Tensor]], TermValue] | None = None
 
     def parameters(self) -> list[str]:
@@ -126,6 +131,8 @@ LOSS_TERMS: dict[str, LossTerm] = {
     "normalized_cut": LossTerm(NormalizedCutLoss, _REGULARIZER_INPUTS),
     "kernel_cut": LossTerm(KernelCutLoss, _REGULARIZER_INPUTS),
     "grid_potts": LossTerm(GridPottsLoss, _REGULARIZER_INPUTS),
+    # Soft Dice on the labeled pixels: with full masks, pCE + Dice is the field's baseline.
+    "dice": LossTerm(DiceLoss, ("probs", "labels"), regularizer=False),
     # DenseCRF-ADM (Table 2): pCE + CE(mean-field proposals, S); it contains pCE.
     "densecrf_adm": LossTerm(
         DenseCRFADMLoss, ("logits", "images", "labels", "valid_mask"), True, _adm
