@@ -70,18 +70,18 @@ class LossTerm:
         module: the ``nn.Module`` class built from the config's keyword arguments.
         inputs: the names (:data:`INPUTS`) of ``module.forward``'s arguments, in order.
         replaces_pce: the term's loss stands in for partial cross-entropy (at most one such).
+        evaluate: ``(name, module, output) -> (contribution, logged)`` from the module's
+            output; ``None`` = the output is the weighted value, logged under ``name``.
         regularizer: the term regularizes the output on all pixels (its weight follows the
             ``rampup_iterations`` ramp-up); ``False`` for a supervised term of the labels
             (Dice), which counts in full from the first step.
-        evaluate: ``(name, module, output) -> (contribution, logged)`` from the module's
-            output; ``None`` = the output is the weighted value, logged under ``name``.
     """
 
     module: type[nn.Module]
     inputs: tuple[str, ...]
     replaces_pce: bool = False
-    regularizer: bool = True
     evaluate: Callable[[str, nn.Module, Any, dict[str, Tensor]], TermValue] | None = None
+    regularizer: bool = True
 
     def parameters(self) -> list[str]:
         """The keyword arguments the module accepts."""
