@@ -79,6 +79,13 @@ def check_positive(name: str, value: float) -> float:
     return number
 
 
+def check_bool(name: str, value: object) -> bool:
+    """Raise TypeError unless ``value`` is ``True`` or ``False`` (not 0/1); return it."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     """Raise ValueError unless ``value`` is one of ``choices``; return it."""
     if value not in choices:

@@ -883,7 +883,8 @@ def rampup_factor(iteration: int, iterations: int) -> float:
 class RegularizerRampUp(Hook):
     """Scale the weight of every regularizer that adds to partial cross-entropy by
     :func:`rampup_factor` of the iteration, before every step (resumed runs included). Terms
-    that replace pCE and supervised terms (``LossTerm.regularizer`` false: Dice) keep theirs."""
+    with ``LossTerm.regularizer`` false (supervised ones such as Dice, and those that replace
+    pCE) keep theirs."""
 
     def __init__(self, run: Run) -> None:
         from weakseg.losses import LOSS_TERMS
@@ -891,9 +892,7 @@ class RegularizerRampUp(Hook):
         self.base = {
             name: float(module.weight)
             for name, module in run.objective.terms.items()
-            if LOSS_TERMS[name].regularizer
-            and not LOSS_TERMS[name].replaces_pce
-            and hasattr(module, "weight")
+            if LOSS_TERMS[name].regularizer and hasattr(module, "weight")
         }
 
     def _apply(self, run: Run) -> None:

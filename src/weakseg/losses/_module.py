@@ -17,7 +17,13 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from weakseg._validation import check_choice, check_n_iter, check_nonnegative, check_positive
+from weakseg._validation import (
+    check_bool,
+    check_choice,
+    check_n_iter,
+    check_nonnegative,
+    check_positive,
+)
 from weakseg.losses._affinity import BACKENDS
 
 # A hyper-parameter check: ``(name, value) -> the value to store``; it raises ValueError /
@@ -48,12 +54,6 @@ def _as_tuple(name: str, value: Any) -> tuple | None:
     return None if value is None else tuple(value)
 
 
-def _as_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
 # The checks of the hyper-parameters that several losses share, by name.
 HYPER_PARAMETER_CHECKS: dict[str, Check] = {
     "sigma_rgb": check_positive,
@@ -70,7 +70,7 @@ HYPER_PARAMETER_CHECKS: dict[str, Check] = {
     "theta_beta": check_positive,
     "w_gaussian": check_nonnegative,
     "theta_gamma": check_positive,
-    "backprop_crf": _as_bool,
+    "backprop_crf": check_bool,
 }
 
 

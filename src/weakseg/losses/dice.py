@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from weakseg._validation import (
+    check_bool,
     check_floating,
     check_labels,
     check_ndim,
@@ -14,7 +15,7 @@ from weakseg._validation import (
     check_positive,
     check_tensor,
 )
-from weakseg.losses._module import WeightedLoss, _as_bool, own_checks
+from weakseg.losses._module import WeightedLoss, own_checks
 
 __all__ = ["DiceLoss", "dice_loss"]
 
@@ -64,7 +65,7 @@ def dice_loss(
     check_not_empty("probs", probs)
     check_floating("probs", probs)
     check_labels(labels, probs, ignore_index)
-    include_background = _as_bool("include_background", include_background)
+    include_background = check_bool("include_background", include_background)
     smooth = check_positive("smooth", smooth)
     num_classes = probs.shape[1]
     if num_classes < 2 and not include_background:
@@ -102,4 +103,4 @@ class DiceLoss(WeightedLoss):
     """
 
     function = staticmethod(dice_loss)
-    checks = own_checks(include_background=_as_bool, smooth=check_positive)
+    checks = own_checks(include_background=check_bool, smooth=check_positive)

@@ -72,9 +72,10 @@ class LossTerm:
         replaces_pce: the term's loss stands in for partial cross-entropy (at most one such).
         evaluate: ``(name, module, output) -> (contribution, logged)`` from the module's
             output; ``None`` = the output is the weighted value, logged under ``name``.
-        regularizer: the term regularizes the output on all pixels (its weight follows the
-            ``rampup_iterations`` ramp-up); ``False`` for a supervised term of the labels
-            (Dice), which counts in full from the first step.
+        regularizer: the term adds a regularizer of the output on all pixels to pCE (its
+            weight follows the ``rampup_iterations`` ramp-up); ``False`` for a supervised term
+            of the labels (Dice) and for a term that replaces pCE (ADM, SEC), which count in
+            full from the first step.
     """
 
     module: type[nn.Module]
@@ -135,10 +136,20 @@ LOSS_TERMS: dict[str, LossTerm] = {
     "dice": LossTerm(DiceLoss, ("probs", "labels"), regularizer=False),
     # DenseCRF-ADM (Table 2): pCE + CE(mean-field proposals, S); it contains pCE.
     "densecrf_adm": LossTerm(
-        DenseCRFADMLoss, ("logits", "images", "labels", "valid_mask"), True, _adm
+        DenseCRFADMLoss,
+        ("logits", "images", "labels", "valid_mask"),
+        replaces_pce=True,
+        evaluate=_adm,
+        regularizer=False,
     ),
     # SEC (Table 3, image tags): the labels are localization cues.
-    "sec": LossTerm(SECLoss, ("probs", "images", "cues", "tags", "valid_mask"), True, _sec),
+    "sec": LossTerm(
+        SECLoss,
+        ("probs", "images", "cues", "tags", "valid_mask"),
+        replaces_pce=True,
+        evaluate=_sec,
+        regularizer=False,
+    ),
 }
 # Pairs of terms that may not be combined, and why.
 _EXCLUSIVE = {
