@@ -37,7 +37,13 @@ def test_data_check_clean_and_with_problems(tmp_path: Path, capsys) -> None:
     assert "split train: 3 ids (2D images) in 3 volumes by id pattern" in out
     assert "labeled fraction (scribbles): 7.03% of the pixels" in out  # 54 / 768
     assert "usable for: scribble training, evaluation and full supervision" in out
+    # the three images are the same picture, and val's case0 is train's: reported, exit 0
+    group = "train/case0 = train/case1 = train/case2 = val/case0: 1 identical image"
+    assert f"{group} (across splits: evaluation sees training images)" in out
     report = json.loads((tmp_path / "r.json").read_text())
+    assert report[1]["duplicates"] == [
+        {"members": [["train", f"case{i}"] for i in range(3)] + [["val", "case0"]], "images": 1}
+    ]
     assert [r["split"] for r in report] == ["train", "val"] and report[0]["shapes"] == {
         "1x24x32": 3
     }

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from weakseg.data import DataError
-from weakseg.data.check import check_dataset, check_split, check_split_labels
+from weakseg.data.check import (
+    DuplicateImages,
+    check_dataset,
+    check_split,
+    check_split_labels,
+    find_duplicate_images,
+)
 from weakseg.data.io import write_label
 
 
@@ -36,6 +44,48 @@ def test_every_problem_with_its_file(folder: Path) -> None:
     assert "masks/case2.png: mask file" in messages and "holds label values {7}" in messages
     assert "only 2 of 3 ids of split 'train' have a mask file" in messages
     assert len(problems) == 4
+
+
+def test_identical_images_within_and_across_splits(folder: Path) -> None:
+    assert check_dataset(folder)[0].duplicates == [
+        DuplicateImages((("train", "case0"), ("val", "case0")), 1)  # val lists train's case0
+    ]
+    shutil.copy(folder / "images" / "case2.png", folder / "images" / "case1.png")
+    train, val = check_dataset(folder)
+    across, within = train.duplicates
+    assert val.duplicates == [across] and across.across_splits
+    assert within == DuplicateImages((("train", "case1"), ("train", "case2")), 1)
+    assert str(within) == "train/case1 = train/case2: 1 identical image"
+    assert train.problems == [] and val.problems == []  # reported, not a problem
+
+
+def test_identical_slices_are_grouped_by_volume(tmp_path: Path) -> None:
+    root = tmp_path / "slices"
+    for sub in ("images", "splits"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    ids = []
+    for patient in ("patient001", "patient002", "patient003"):
+        for n in range(3):
+            ids.append(f"{patient}_frame01_slice_{n}")
+            pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+            if patient == "patient002" and n < 2:  # the first two slices of patient001
+                shutil.copy(
+                    root / "images" / f"patient001_frame01_slice_{n}.png",
+                    root / "images" / f"{ids[-1]}.png",
+                )
+            else:
+                Image.fromarray(pixels).save(root / "images" / f"{ids[-1]}.png")
+    blank = np.zeros((8, 8), np.uint8)  # constant slices are alike by nature: left out
+    Image.fromarray(blank).save(root / "images" / "patient001_frame01_slice_2.png")
+    Image.fromarray(blank).save(root / "images" / "patient003_frame01_slice_2.png")
+    (root / "splits" / "train.txt").write_text("\n".join(ids) + "\n")
+    (root / "classes.txt").write_text("a\nb\n")
+    (report,) = check_dataset(root)
+    assert report.duplicates == [
+        DuplicateImages((("train", "patient001_frame01"), ("train", "patient002_frame01")), 2)
+    ]
+    assert find_duplicate_images([report]) == report.duplicates
 
 
 def test_missing_split_and_classes(folder: Path) -> None:

@@ -2,8 +2,10 @@
 
 Per split: ids, slices (volumes), image shapes, voxel spacings, intensity range, how many ids
 have scribbles / masks and what the split can therefore serve (scribble training, evaluation),
-the class ids present, the labeled (scribbled) fraction, and every problem with its file. Exit
-status 1 when there is a problem, 0 otherwise (usable in CI).
+the class ids present, the labeled (scribbled) fraction, every problem with its file, and the
+volumes that share identical images (within a split they weigh twice in a per-volume mean;
+across splits an evaluation sees training images). Exit status 1 when there is a problem,
+0 otherwise (usable in CI); identical images are reported, not counted as problems.
 
 Example::
 
@@ -69,6 +71,11 @@ def format_report(report: Any) -> str:
     if fraction is not None:
         lines.append(f"  labeled fraction (scribbles): {100 * fraction:.2f}% of the pixels")
     lines.append(f"  usable for: {', '.join(report.usable_for()) or 'nothing (see problems)'}")
+    if report.duplicates:
+        lines.append(f"  identical images, pixel for pixel ({len(report.duplicates)} groups):")
+        lines += [f"    {duplicate}" for duplicate in report.duplicates[:_SHOWN]]
+        if len(report.duplicates) > _SHOWN:
+            lines.append(f"    ... and {len(report.duplicates) - _SHOWN} more (see --json)")
     if report.problems:
         lines.append(f"  problems ({len(report.problems)}):")
         lines += [f"    {problem}" for problem in report.problems[:_SHOWN]]

@@ -8,7 +8,9 @@ of one split, only their values against the number of classes.
 
 from __future__ import annotations
 
-from collections import Counter
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,15 @@ from weakseg.data.volumes import (
 )
 from weakseg.errors import DataError
 
-__all__ = ["DataProblem", "SplitReport", "check_dataset", "check_split", "check_split_labels"]
+__all__ = [
+    "DataProblem",
+    "DuplicateImages",
+    "SplitReport",
+    "check_dataset",
+    "check_split",
+    "check_split_labels",
+    "find_duplicate_images",
+]
 
 _ROLES = (("scribble", "scribbles"), ("mask", "masks"))
 
@@ -51,6 +61,30 @@ class DataProblem:
         return self.message if self.path is None else f"{self.path}: {self.message}"
 
 
+@dataclass(frozen=True)
+class DuplicateImages:
+    """Images that are identical pixel for pixel in different volumes (or splits).
+
+    ``members`` are the ``(split, volume)`` pairs that hold them -- the volume file's id, or
+    for 2D images the volume their ids group into -- and ``images`` how many such images
+    they share. Not a problem by itself (a scan may be released twice), but it weighs twice
+    in a per-volume mean, and across splits an evaluation sees training images.
+    """
+
+    members: tuple[tuple[str, str], ...]
+    images: int
+
+    @property
+    def across_splits(self) -> bool:
+        return len({split for split, _ in self.members}) > 1
+
+    def __str__(self) -> str:
+        names = " = ".join(f"{split}/{name}" for split, name in self.members)
+        note = " (across splits: evaluation sees training images)" if self.across_splits else ""
+        plural = "s" if self.images > 1 else ""
+        return f"{names}: {self.images} identical image{plural}{note}"
+
+
 @dataclass
 class SplitReport:
     """What :func:`check_split` found in one split.
@@ -60,7 +94,8 @@ class SplitReport:
     ``classes`` the class ids present per label kind, ``volumes`` the volume files or, for 2D
     images, the volumes their ids group into (:func:`~weakseg.data.volumes.volume_key`),
     ``files`` how many ids have each kind of file, ``labeled_fraction`` the share of scribbled
-    pixels over the images with scribbles.
+    pixels over the images with scribbles, ``duplicates`` the groups of identical images
+    this split is part of (:func:`check_dataset` fills it in).
     """
 
     name: str
@@ -76,6 +111,9 @@ class SplitReport:
     labeled_pixels: int = 0
     scribbled_pixels_total: int = 0
     problems: list[DataProblem] = field(default_factory=list)
+    duplicates: list[DuplicateImages] = field(default_factory=list)
+    # id -> digest of its image's pixels (constant images left out): find_duplicate_images
+    image_digests: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def labeled_fraction(self) -> float | None:
@@ -112,6 +150,10 @@ class SplitReport:
             "usable_for": self.usable_for(),
             "problems": [
                 {"path": str(p.path), "id": p.id, "message": p.message} for p in self.problems
+            ],
+            "duplicates": [
+                {"members": [list(m) for m in d.members], "images": d.images}
+                for d in self.duplicates
             ],
         }
 
@@ -169,6 +211,8 @@ def check_split(
             continue
         report.shapes[shape] += 1
         report.spacings[spacing] += 1
+        if image.size and image.min() != image.max():
+            report.image_digests[sample_id] = _pixel_digest(image)
         report.slices += shape[0] if is_volume_file(image_path) else 1
         if image.size:
             low, high = min(low, float(image.min())), max(high, float(image.max()))
@@ -213,6 +257,30 @@ def check_split(
     return report
 
 
+def _pixel_digest(array: np.ndarray) -> str:
+    """A digest of the pixels, the shape and the dtype: equal for identical images."""
+    digest = hashlib.blake2b(f"{array.shape}{array.dtype}".encode(), digest_size=16)
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def find_duplicate_images(reports: Sequence[SplitReport]) -> list[DuplicateImages]:
+    """The groups of volumes (2D images: grouped by id pattern) that share identical images,
+    within and across the splits of ``reports``; identical images within one volume and
+    constant images (blank slices) are left out."""
+    where: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for report in reports:
+        for sample_id, digest in report.image_digests.items():
+            volume = sample_id if report.volumetric else volume_key(sample_id)[0]
+            where[digest].append((report.name, volume))
+    shared: Counter = Counter()
+    for members in where.values():
+        volumes = tuple(sorted(set(members)))
+        if len(volumes) > 1:
+            shared[volumes] += 1
+    return [DuplicateImages(members, images) for members, images in sorted(shared.items())]
+
+
 def _label_file(sample_id: str, index: dict[str, dict[str, Path]], role: str) -> Path | None:
     """The ``role`` file of ``sample_id``: in its folder, else an ``.h5`` image holding it."""
     path = index[role].get(sample_id)
@@ -254,7 +322,8 @@ def _h5_has(path: Path, role: str) -> bool:
 
 
 def check_dataset(root: str | Path, slice_axis: int | None = None) -> list[SplitReport]:
-    """:func:`check_split` of every ``splits/*.txt`` of ``root`` (sorted by name).
+    """:func:`check_split` of every ``splits/*.txt`` of ``root`` (sorted by name), with the
+    identical images found across them (:attr:`SplitReport.duplicates`).
 
     Raises:
         DataError: ``root`` or its ``splits/`` folder does not exist.
@@ -265,7 +334,12 @@ def check_dataset(root: str | Path, slice_axis: int | None = None) -> list[Split
     splits = sorted(p.stem for p in (root / "splits").glob("*.txt"))
     if not splits:
         raise DataError(f"no split files in {root / 'splits'} (one id per line, <name>.txt)")
-    return [check_split(root, name, slice_axis=slice_axis) for name in splits]
+    reports = [check_split(root, name, slice_axis=slice_axis) for name in splits]
+    for duplicate in find_duplicate_images(reports):
+        for report in reports:
+            if any(split == report.name for split, _ in duplicate.members):
+                report.duplicates.append(duplicate)
+    return reports
 
 
 def check_split_labels(root: str | Path, split: str, num_classes: int) -> list[DataProblem]:
