@@ -64,18 +64,15 @@ def test_identical_slices_are_grouped_by_volume(tmp_path: Path) -> None:
     for sub in ("images", "splits"):
         (root / sub).mkdir(parents=True)
     rng = np.random.default_rng(0)
-    ids = []
-    for patient in ("patient001", "patient002", "patient003"):
-        for n in range(3):
-            ids.append(f"{patient}_frame01_slice_{n}")
-            pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
-            if patient == "patient002" and n < 2:  # the first two slices of patient001
-                shutil.copy(
-                    root / "images" / f"patient001_frame01_slice_{n}.png",
-                    root / "images" / f"{ids[-1]}.png",
-                )
-            else:
-                Image.fromarray(pixels).save(root / "images" / f"{ids[-1]}.png")
+    ids = [f"patient00{p}_frame01_slice_{n}" for p in (1, 2, 3) for n in range(3)]
+    for sample_id in ids:
+        pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "images" / f"{sample_id}.png")
+    for n in range(2):  # patient002's first two slices are patient001's
+        shutil.copy(
+            root / "images" / f"patient001_frame01_slice_{n}.png",
+            root / "images" / f"patient002_frame01_slice_{n}.png",
+        )
     blank = np.zeros((8, 8), np.uint8)  # constant slices are alike by nature: left out
     Image.fromarray(blank).save(root / "images" / "patient001_frame01_slice_2.png")
     Image.fromarray(blank).save(root / "images" / "patient003_frame01_slice_2.png")

@@ -72,15 +72,17 @@ def test_rampup_and_best_by_3d_dice(tmp_path: Path) -> None:
     assert config.objective()["dense_crf"].weight == 2.0  # restored after the run
 
 
-@pytest.mark.parametrize("supervised", ["dice", "densecrf_adm", "sec"])
-def test_rampup_leaves_supervised_terms_alone(supervised: str) -> None:
+@pytest.mark.parametrize(
+    ("supervised", "params"),
+    [("dice", {"weight": 1.0}), ("densecrf_adm", {}), ("sec", {})],  # ADM, SEC: no weight
+)
+def test_rampup_leaves_supervised_terms_alone(supervised: str, params: dict) -> None:
     """Dice, and the terms that replace pCE (ADM, SEC), count in full from the first step."""
     from types import SimpleNamespace
 
     from weakseg.engine.train import RegularizerRampUp
     from weakseg.losses import build_objective
 
-    params = {"weight": 1.0} if supervised == "dice" else {}  # ADM and SEC take no weight
     objective = build_objective({supervised: params, "grid_potts": {"weight": 2.0}})
     run = SimpleNamespace(
         objective=objective,
@@ -90,5 +92,6 @@ def test_rampup_leaves_supervised_terms_alone(supervised: str) -> None:
     rampup = RegularizerRampUp(run)
     assert rampup.base == {"grid_potts": 2.0}
     rampup.on_fit_start(run)
-    assert getattr(objective[supervised], "weight", 1.0) == 1.0
+    if "weight" in params:
+        assert objective[supervised].weight == params["weight"]
     assert objective["grid_potts"].weight == pytest.approx(2.0 * math.exp(-5.0))

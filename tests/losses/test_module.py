@@ -60,3 +60,12 @@ def test_tensor_hyper_parameters_are_buffers() -> None:
     assert module.state_dict()["compat"][0, 1] == 1.0
     assert "compat=matrix" in repr(module) and "compat=potts" in repr(DenseCRFADMLoss())
     assert "compat" not in DenseCRFADMLoss().state_dict()
+
+
+def test_a_term_that_replaces_pce_is_not_a_regularizer() -> None:
+    from weakseg.losses.objective import LossTerm
+
+    sec = LOSS_TERMS["sec"]
+    assert sec.replaces_pce and not sec.regularizer  # kept out of the ramp-up
+    with pytest.raises(ValueError, match="replaces pCE, so it is no regularizer"):
+        LossTerm(sec.module, sec.inputs, replaces_pce=True)

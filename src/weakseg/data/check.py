@@ -211,11 +211,12 @@ def check_split(
             continue
         report.shapes[shape] += 1
         report.spacings[spacing] += 1
-        if image.size and image.min() != image.max():
-            report.image_digests[sample_id] = _pixel_digest(image)
         report.slices += shape[0] if is_volume_file(image_path) else 1
         if image.size:
-            low, high = min(low, float(image.min())), max(high, float(image.max()))
+            image_low, image_high = float(image.min()), float(image.max())
+            low, high = min(low, image_low), max(high, image_high)
+            if image_low != image_high:  # constant (blank) images are alike by nature
+                report.image_digests[sample_id] = _pixel_digest(image)
         for role, _ in _ROLES:
             path = labels_of[role][sample_id]
             if path is None:

@@ -84,6 +84,13 @@ class LossTerm:
     evaluate: Callable[[str, nn.Module, Any, dict[str, Tensor]], TermValue] | None = None
     regularizer: bool = True
 
+    def __post_init__(self) -> None:
+        if self.replaces_pce and self.regularizer:
+            raise ValueError(
+                f"{self.module.__name__} replaces pCE, so it is no regularizer added to pCE: "
+                "regularizer=False"
+            )
+
     def parameters(self) -> list[str]:
         """The keyword arguments the module accepts."""
         return [p for p in inspect.signature(self.module.__init__).parameters if p != "self"]
