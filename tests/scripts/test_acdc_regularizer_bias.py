@@ -1,0 +1,40 @@
+"""scripts/acdc_regularizer_bias.py: its per-class normalized cut and its perturbations."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from weakseg.losses import normalized_cut_loss
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "acdc_regularizer_bias.py"
+_spec = importlib.util.spec_from_file_location("acdc_regularizer_bias", SCRIPT)
+assert _spec is not None and _spec.loader is not None
+probe = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(probe)
+
+
+def test_normalized_cut_terms_sum_to_the_loss() -> None:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(1, 1, 20, 24, generator=generator, dtype=torch.float64) * 255
+    probs = torch.randn(1, 4, 20, 24, generator=generator, dtype=torch.float64).softmax(dim=1)
+    terms = probe.normalized_cut_terms(images, probs, 10.0)
+    assert terms.shape == (4,)
+    assert bool((terms >= 0).all() and (terms <= 1).all())
+    expected = normalized_cut_loss(images, probs, sigma_rgb=15.0, sigma_xy=10.0)
+    torch.testing.assert_close(terms.sum(), expected, rtol=1e-10, atol=0)
+
+
+def test_perturbed_grows_and_shrinks_each_structure() -> None:
+    mask = np.zeros((16, 16), dtype=np.int64)
+    mask[4:8, 4:8] = 1
+    mask[10:14, 10:14] = 2
+    grown = probe.perturbed(mask, 1, grow=True)
+    shrunk = probe.perturbed(mask, 1, grow=False)
+    for k in (1, 2):
+        assert (grown == k).sum() == 6 * 6 - 4  # a 1-px ring, no diagonal corners
+        assert (shrunk == k).sum() == 2 * 2
+    assert bool((grown[mask > 0] == mask[mask > 0]).all())
