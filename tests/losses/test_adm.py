@@ -73,7 +73,7 @@ def test_adm_steps_reduce_loss_on_free_logits():
         opt.zero_grad()
         out.loss.backward()
         opt.step()
-        values.append(float(out.loss))
+        values.append(float(out.loss.detach()))
     assert values[-1] < values[0]
 
 
