@@ -54,12 +54,9 @@ def one_hot(mask: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.from_numpy(0.98 * probs + 0.02 / num_classes)[None]
 
 
-def normalized_cut_terms(
-    images: torch.Tensor, probs: torch.Tensor, sigma_xy: float
-) -> torch.Tensor:
-    """``[K]`` per-class terms ``S_k' W (1 - S_k) / d' S_k`` of the normalized cut (one image);
-    their sum is :func:`normalized_cut_loss`."""
-    affinity = GaussianAffinity(images, 15.0, sigma_xy, dtype=probs.dtype)
+def normalized_cut_terms(probs: torch.Tensor, affinity: GaussianAffinity) -> torch.Tensor:
+    """``[K]`` per-class terms ``S_k' W (1 - S_k) / d' S_k`` of the normalized cut of one image
+    (``probs [1, K, H, W]``, ``W`` = ``affinity``); their sum is :func:`normalized_cut_loss`."""
     w_probs = affinity(probs)
     degree = w_probs.sum(dim=1, keepdim=True)  # W 1 = sum_k W S_k, as sum_k S_k = 1
     cut = (probs * (degree - w_probs)).flatten(2).sum(-1)
@@ -80,23 +77,26 @@ def main() -> None:
     data = FolderDataset(args.data_root, "train", supervision="full", channels=1)
     indices = np.linspace(0, len(data) - 1, args.slices).round().astype(int)
     sxy = args.sigma_xy
-    losses: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-        "dense CRF": lambda i, p: dense_crf_loss(i, p, sigma_rgb=15.0, sigma_xy=sxy),
-        "normalized cut": lambda i, p: normalized_cut_loss(i, p, sigma_rgb=15.0, sigma_xy=sxy),
+    # each loss of (images, probs, W at sigma_xy, W at sigma_xy 200): the two affinities are
+    # built once per image and shared by all the losses and segmentations scored on it
+    Loss = Callable[[torch.Tensor, torch.Tensor, GaussianAffinity, GaussianAffinity], torch.Tensor]
+    losses: dict[str, Loss] = {
+        "dense CRF": lambda i, p, w, _: dense_crf_loss(i, p, affinity=w),
+        "normalized cut": lambda i, p, w, _: normalized_cut_loss(i, p, affinity=w),
         # the issue's "NC over the foreground classes": the background's term left out
-        "normalized cut, foreground classes": lambda i, p: normalized_cut_terms(i, p, sxy)[
+        "normalized cut, foreground classes": lambda i, p, w, _: normalized_cut_terms(p, w)[
             1:
         ].sum(),
     }
     if args.no_baselines:
         losses = {}
     for gamma in args.gammas:
-        losses[f"kernel cut, gamma {gamma}"] = lambda i, p, g=gamma: kernel_cut_loss(
-            i, p, sigma_rgb=15.0, sigma_xy=sxy, gamma=g
+        losses[f"kernel cut, gamma {gamma}"] = lambda i, p, w, _, g=gamma: kernel_cut_loss(
+            i, p, gamma=g, affinity=w
         )
     if not args.no_baselines:
-        losses["kernel cut, gamma 0.1, NC sigma_xy 200"] = lambda i, p: kernel_cut_loss(
-            i, p, sigma_rgb=15.0, sigma_xy=sxy, gamma=0.1, nc_sigma_xy=200.0
+        losses["kernel cut, gamma 0.1, NC sigma_xy 200"] = lambda i, p, w, wide: kernel_cut_loss(
+            i, p, gamma=0.1, affinity=w, nc_affinity=wide
         )
     changes: dict[str, dict[str, list[float]]] = {n: {"grow": [], "shrink": []} for n in losses}
     foreground, background_share = [], []
@@ -104,14 +104,20 @@ def main() -> None:
         image, _, mask = data.load(int(index))
         foreground.append(float((mask > 0).mean()))
         images = torch.from_numpy(image)[None].double()  # (1, 1, H, W) 0-255
+        affinity = GaussianAffinity(images, 15.0, sxy, dtype=torch.float64)
+        wide = GaussianAffinity(images, 15.0, 200.0, dtype=torch.float64)
         truth = one_hot(mask, data.num_classes)
-        terms = normalized_cut_terms(images, truth, sxy)
+        sides = {
+            side: one_hot(perturbed(mask, args.radius, side == "grow"), data.num_classes)
+            for side in ("grow", "shrink")
+        }
+        terms = normalized_cut_terms(truth, affinity)
         background_share.append(float(terms[0] / terms.sum()))
         for name, loss in losses.items():
-            reference = float(loss(images, truth))
-            for side in ("grow", "shrink"):
-                probs = one_hot(perturbed(mask, args.radius, side == "grow"), data.num_classes)
-                changes[name][side].append((float(loss(images, probs)) - reference) / reference)
+            reference = float(loss(images, truth, affinity, wide))
+            for side, probs in sides.items():
+                value = float(loss(images, probs, affinity, wide))
+                changes[name][side].append((value - reference) / reference)
     print(
         f"{len(indices)} ACDC training slices, foreground {100 * np.median(foreground):.1f}% "
         f"of the pixels (median); structures grown / shrunk by {args.radius} px; "

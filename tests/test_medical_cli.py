@@ -16,6 +16,11 @@ from weakseg.cli import main
 nibabel = pytest.importorskip("nibabel")
 
 
+def set_arguments(settings: dict[str, object]) -> list[str]:
+    """``--set key=value`` for each setting, as the CLI takes them."""
+    return [argument for key, value in settings.items() for argument in ("--set", f"{key}={value}")]
+
+
 def test_nifti_scribbles_train_eval_predict(tmp_path: Path, capsys) -> None:
     from weakseg.data.synthetic_volumes import write_synthetic_volumes
 
@@ -48,10 +53,7 @@ def test_nifti_scribbles_train_eval_predict(tmp_path: Path, capsys) -> None:
         "tensorboard": "false",
         "output_dir": str(run_dir),
     }
-    arguments = ["train"]
-    for key, value in settings.items():
-        arguments += ["--set", f"{key}={value}"]
-    assert main(arguments) == 0
+    assert main(["train", *set_arguments(settings)]) == 0
     checkpoint = run_dir / "checkpoint.pth"
     assert checkpoint.is_file() and (run_dir / "best.pth").is_file()
     record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
@@ -109,10 +111,8 @@ def test_shipped_mri_recipes_train(config: str, tmp_path: Path) -> None:
         "tensorboard": "false",
         "output_dir": str(run_dir),
     }
-    arguments = ["train", "--config", str(Path(__file__).parents[1] / "configs" / config)]
-    for key, value in small.items():
-        arguments += ["--set", f"{key}={value}"]
-    assert main(arguments) == 0
+    shipped = Path(__file__).parents[1] / "configs" / config
+    assert main(["train", "--config", str(shipped), *set_arguments(small)]) == 0
     assert (run_dir / "checkpoint.pth").is_file() and (run_dir / "best.pth").is_file()
     record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["iteration"] == 2

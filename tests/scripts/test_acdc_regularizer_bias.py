@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from weakseg.losses import normalized_cut_loss
+from weakseg.losses import GaussianAffinity, normalized_cut_loss
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "acdc_regularizer_bias.py"
 _spec = importlib.util.spec_from_file_location("acdc_regularizer_bias", SCRIPT)
@@ -21,7 +21,8 @@ def test_normalized_cut_terms_sum_to_the_loss() -> None:
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(1, 1, 20, 24, generator=generator, dtype=torch.float64) * 255
     probs = torch.randn(1, 4, 20, 24, generator=generator, dtype=torch.float64).softmax(dim=1)
-    terms = probe.normalized_cut_terms(images, probs, 10.0)
+    affinity = GaussianAffinity(images, 15.0, 10.0, dtype=torch.float64)
+    terms = probe.normalized_cut_terms(probs, affinity)
     assert terms.shape == (4,)
     assert bool((terms >= 0).all() and (terms <= 1).all())
     expected = normalized_cut_loss(images, probs, sigma_rgb=15.0, sigma_xy=10.0)
