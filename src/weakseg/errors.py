@@ -36,5 +36,10 @@ class DataError(WeaksegError, ValueError):
     """A data file is missing, unreadable, truncated or inconsistent; the message names it."""
 
 
+class MissingFileError(DataError, FileNotFoundError):
+    """A file or folder that the user named, or that a run needs, does not exist; the message
+    names the path (a :class:`DataError` and a ``FileNotFoundError``)."""
+
+
 class RunDirError(WeaksegError, RuntimeError):
     """A run folder cannot be used as asked: another trainer holds it, or it holds a run."""

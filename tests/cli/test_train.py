@@ -3,6 +3,7 @@ SIGTERM + ``--resume`` reaching the weights of an uninterrupted run, and torchru
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -99,6 +100,15 @@ def test_train_cli_errors(tmp_path, data_root, capsys) -> None:
     cases.append(
         (settings, r"missing mask file for id 'synthetic_00000' \(listed in .*train\.txt\)")
     )
+    # the pretrained file: missing, or a pickle that could run code (refused, not unpickled)
+    torch.save(argparse.Namespace(), tmp_path / "pickled.pth")
+    for name, message in [
+        ("nope.pth", r"pretrained weights file not found: .*nope\.pth$"),
+        ("pickled.pth", r"refused pretrained weights file .*pickled\.pth: it holds a pickled"),
+    ]:
+        pretrained = f"pretrained={tmp_path / name}"
+        settings = _settings(data_root, tmp_path / f"p_{name}", pretrained, "max_iterations=1")
+        cases.append((settings, message))
     for arguments, message in cases:
         assert main(["train", *arguments]) == 2
         err = capsys.readouterr().err

@@ -9,6 +9,7 @@ import torch
 
 from weakseg.engine.config import ConfigError, TrainConfig, load_config
 from weakseg.engine.train import build_optimizer, compute_loss, poly_lr_lambda, train
+from weakseg.errors import MissingFileError
 from weakseg.losses import GridPottsLoss, partial_cross_entropy
 from weakseg.models import build_model
 
@@ -137,3 +138,16 @@ def test_losses_jsonl_every_log_every_steps_appended_on_resume(tmp_path) -> None
     train(_tiny(tmp_path, "epochs=2", "log_every=2", "resume=auto", losses))
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(line["iteration"], line["epoch"]) for line in lines] == [(1, 0), (2, 0), (4, 1)]
+
+
+def test_resume_takes_the_weights_from_the_checkpoint_not_the_pretrained_file(tmp_path) -> None:
+    train(_tiny(tmp_path / "phase1", "max_iterations=1"))
+    pretrained = tmp_path / "phase1.pth"
+    (tmp_path / "phase1" / "run" / "checkpoint.pth").rename(pretrained)
+    phase2 = (f"pretrained={pretrained}", "resume=auto")
+    assert train(_tiny(tmp_path / "phase2", "max_iterations=1", *phase2))["iteration"] == 1
+    pretrained.unlink()  # gone before the resume: the resume does not need it
+    assert train(_tiny(tmp_path / "phase2", "max_iterations=2", *phase2))["iteration"] == 2
+    # a fresh run still needs it, and names it
+    with pytest.raises(MissingFileError, match=r"pretrained weights file not found: .*phase1"):
+        train(_tiny(tmp_path / "phase3", "max_iterations=1", *phase2))

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torchvision
 
+from weakseg.errors import DataError, MissingFileError
 from weakseg.models import MODEL_NAMES, UNet, adapt_first_conv, build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -113,22 +114,25 @@ def test_build_model_errors(tmp_path) -> None:
         build_model("unet", 2, output_stride=16)
     with pytest.raises(ValueError, match="'unet' has no ImageNet backbone"):
         build_model("unet", 2, pretrained="imagenet")
-    with pytest.raises(FileNotFoundError, match=r"pretrained weights file not found: .*nope.pth"):
+    with pytest.raises(MissingFileError, match=r"pretrained weights file not found: .*nope.pth"):
         build_model("unet", 2, pretrained=tmp_path / "nope.pth")
 
 
 def test_pretrained_file_mismatch_errors(tmp_path) -> None:
     torch.save(build_model("unet", 3).state_dict(), tmp_path / "k3.pth")
-    with pytest.raises(ValueError, match=r"k3.pth has the keys of this model but other shapes"):
+    with pytest.raises(DataError, match=r"k3.pth has the keys of this model but other shapes"):
         build_model("unet", 4, pretrained=tmp_path / "k3.pth")
-    with pytest.raises(ValueError, match=r"k3.pth does not match the ResNetBackbone: missing"):
+    with pytest.raises(DataError, match=r"k3.pth does not match the ResNetBackbone: missing"):
         build_model("fcn_resnet50", 4, pretrained=tmp_path / "k3.pth")
     torch.save({"model": build_model("unet", 3).state_dict()}, tmp_path / "ok.pth")
-    with pytest.raises(ValueError, match=r"does not match the UNet: missing keys"):
+    with pytest.raises(DataError, match=r"does not match the UNet: missing keys"):
         torch.save({"weight": torch.zeros(1)}, tmp_path / "foreign.pth")
         build_model("unet", 3, pretrained=tmp_path / "foreign.pth")
+    (tmp_path / "text.pth").write_text("not a torch file")
+    with pytest.raises(DataError, match=r"cannot read pretrained weights file .*text.pth"):
+        build_model("unet", 3, pretrained=tmp_path / "text.pth")
     torch.save([1, 2, 3], tmp_path / "list.pth")
-    with pytest.raises(ValueError, match=r"list.pth does not hold a state dict of tensors"):
+    with pytest.raises(DataError, match=r"list.pth does not hold a state dict of tensors"):
         build_model("unet", 3, pretrained=tmp_path / "list.pth")
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from weakseg.errors import DataError
+from weakseg.errors import DataError, MissingFileError
 
 try:
     import fcntl
@@ -36,13 +36,14 @@ __all__ = [
     "CheckpointNotFoundError",
     "get_rng_state",
     "load_checkpoint",
+    "read_weights",
     "remove_stale_temporaries",
     "save_checkpoint",
     "set_rng_state",
 ]
 
 
-class CheckpointNotFoundError(DataError, FileNotFoundError):
+class CheckpointNotFoundError(MissingFileError):
     """No checkpoint at the given path (a :class:`DataError` and a ``FileNotFoundError``)."""
 
 
@@ -116,10 +117,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointNotFoundError(
             f"checkpoint not found: {path}", hint="give the path of a .pth file of 'weakseg train'"
         )
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise _unreadable(path, exc) from None
+    state = read_weights(path, map_location)
     if not isinstance(state, dict) or "model" not in state:
         raise DataError(
             f"{path} is not a weakseg checkpoint (a dict with a 'model' entry)",
@@ -128,7 +126,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def _unreadable(path: Path, exc: Exception) -> DataError:
+def read_weights(
+    path: str | Path, map_location: str | torch.device = "cpu", what: str = "checkpoint"
+) -> Any:
+    """``torch.load(path, weights_only=True)`` of a file that a user hands us, with our errors.
+
+    Args:
+        path: an existing file (the caller checks that it exists and names what is missing).
+        map_location: as for ``torch.load``.
+        what: the file's kind in the messages (``"checkpoint"``, ``"pretrained weights file"``).
+
+    Raises:
+        DataError: the file is truncated or not a PyTorch file, or holds pickled Python objects
+            (refused: loading them could run code; the message never suggests
+            ``weights_only=False``).
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        raise _unreadable(Path(path), exc, what) from None
+
+
+def _unreadable(path: Path, exc: Exception, what: str) -> DataError:
     """Our message for a file that ``torch.load(weights_only=True)`` refused or could not read.
 
     torch's own text for a refused pickle advises loading with ``weights_only=False``, which
@@ -138,7 +157,7 @@ def _unreadable(path: Path, exc: Exception) -> DataError:
     found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
     if found:
         return DataError(
-            f"refused checkpoint {path}: it holds a pickled Python object ({found.group(1)}), "
+            f"refused {what} {path}: it holds a pickled Python object ({found.group(1)}), "
             "and loading one can run arbitrary code; weakseg checkpoints hold tensors, numbers "
             "and strings only",
             hint="use a checkpoint written by weakseg, or re-save the model's state_dict alone",
@@ -152,7 +171,7 @@ def _unreadable(path: Path, exc: Exception) -> DataError:
         lines = text.strip().splitlines()
         reason = lines[0] if lines else type(exc).__name__
     return DataError(
-        f"cannot read checkpoint {path}: {reason}",
+        f"cannot read {what} {path}: {reason}",
         hint="the file is truncated or not a PyTorch checkpoint; use another one",
     )
 

@@ -27,7 +27,7 @@ from weakseg.data.volumes import file_id, is_volume_file
 from weakseg.engine.checkpoint import load_checkpoint
 from weakseg.engine.evaluate import predict_probs
 from weakseg.engine.run_dir import ensure_writable_folder
-from weakseg.errors import DataError
+from weakseg.errors import DataError, MissingFileError
 from weakseg.models import build_crf_layer_model, build_model
 
 __all__ = [
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 
-class InputNotFoundError(DataError, FileNotFoundError):
+class InputNotFoundError(MissingFileError):
     """An input path does not exist, or a folder holds no image (also a ``FileNotFoundError``)."""
 
 

@@ -102,6 +102,7 @@ from weakseg.engine.run_dir import (
     truncate_log,
 )
 from weakseg.engine.weight_average import WeightAverage
+from weakseg.errors import MissingFileError
 from weakseg.losses import Objective
 from weakseg.models import build_crf_layer_model, build_model
 from weakseg.proposals import (
@@ -442,10 +443,13 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
 
 
 def build_network(
-    config: TrainConfig, num_classes: int, in_channels: int
+    config: TrainConfig, num_classes: int, in_channels: int, *, load_pretrained: bool = True
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The network of ``config`` (wrapped in the CRF-as-RNN layer with ``crf_layer``) and the
-    ``model_config`` that ``weakseg eval`` / ``predict`` rebuild it from."""
+    ``model_config`` that ``weakseg eval`` / ``predict`` rebuild it from.
+
+    ``load_pretrained=False`` leaves out ``config.pretrained``: a run that resumes takes every
+    weight from its checkpoint, so the pretrained file is not read (it may be gone by then)."""
     model_config: dict[str, Any] = {
         "name": config.model,
         "num_classes": num_classes,
@@ -458,7 +462,7 @@ def build_network(
         config.model,
         num_classes,
         in_channels=in_channels,
-        pretrained=config.pretrained,
+        pretrained=config.pretrained if load_pretrained else None,
         output_stride=config.output_stride,
         options=config.model_options,
     )
@@ -494,7 +498,8 @@ def build(config: TrainConfig, datasets: tuple[Any, Any, list[str], int] | None 
             (the demo); built from ``config`` when omitted.
 
     Raises:
-        ConfigError, DataError, FileNotFoundError: bad settings or data (named).
+        ConfigError, DataError: bad settings or data (named; a missing file is a
+            :class:`~weakseg.errors.MissingFileError`, also a ``FileNotFoundError``).
     """
     processes = Processes.from_environment()
     device = resolve_device(config.device, processes.local_rank, option="device")
@@ -512,7 +517,10 @@ def build(config: TrainConfig, datasets: tuple[Any, Any, list[str], int] | None 
         val_loader = build_val_loader(
             val_set, config.val_batch_size, config.num_workers, rank, world
         )
-    network, model_config = build_network(config, len(class_names), in_channels)
+    resuming = resume_path(config) is not None
+    network, model_config = build_network(
+        config, len(class_names), in_channels, load_pretrained=not resuming
+    )
     model = _place(network, config, processes, device)
     optimizer = build_optimizer(network, config)
     steps_per_epoch = len(loader) // config.accumulate
@@ -960,10 +968,11 @@ class IterativeProposals(Hook):
         folder = None if start is None else run.output_dir / "proposals" / f"epoch_{start}"
         if folder is not None and dataset.label_dir != folder and not proposals_complete(folder):
             if epoch != start or position != 0:
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"cannot resume exactly: the proposals of the round that started at epoch "
                     f"{start} are missing or incomplete ({folder / MANIFEST} not found); they "
-                    f"came from the network of that epoch's start"
+                    f"came from the network of that epoch's start",
+                    hint="restore that folder, or start the run again with --overwrite",
                 )
             self._generate(run, start, folder)
         dataset.label_dir = folder

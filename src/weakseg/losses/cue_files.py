@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from weakseg.errors import DataError, MissingFileError
 from weakseg.losses.seeding import NO_CUE, cues_from_labels
 
 __all__ = ["load_cues"]
@@ -23,23 +24,23 @@ __all__ = ["load_cues"]
 def _read_cue_png(path: Path, num_classes: int) -> np.ndarray:
     """One cue map ``uint8 [H, W]``; the errors name the file."""
     if not path.is_file():
-        raise FileNotFoundError(f"missing cue file: {path}")
+        raise MissingFileError(f"missing cue file: {path}")
     try:
         with Image.open(path) as image:
             image.load()
             mode = image.mode
             label = np.array(image, dtype=np.uint8) if mode in ("L", "P", "1") else None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise ValueError(f"unreadable or truncated cue file {path}: {exc}") from None
+        raise DataError(f"unreadable or truncated cue file {path}: {exc}") from None
     if label is None:
-        raise ValueError(
+        raise DataError(
             f"cue file {path} has mode {mode!r}; cue maps must be single-channel 8-bit "
             "(gray or palette) PNGs of class ids, 255 = no cue"
         )
     bad = (label >= num_classes) & (label != NO_CUE)
     if bad.any():
         values = sorted(int(v) for v in np.unique(label[bad]))[:10]
-        raise ValueError(
+        raise DataError(
             f"cue file {path} holds class ids {values} >= num_classes={num_classes} "
             f"(valid: 0..{num_classes - 1} and 255 = no cue) in {int(bad.sum())} pixels"
         )
@@ -69,10 +70,10 @@ def load_cues(
             lose pixels when shrunk). Without it all maps must have the same size.
 
     Raises:
-        FileNotFoundError: a missing file (the message names it).
-        ValueError: an unreadable or non-single-channel file, a class id ``>= K`` other than
-            255, maps of different sizes without ``size``; empty ``ids``, bad ``num_classes``
-            or ``size``.
+        MissingFileError: a missing file (the message names it; also a ``FileNotFoundError``).
+        DataError: an unreadable or non-single-channel file, a class id ``>= K`` other than
+            255, maps of different sizes without ``size`` (also a ``ValueError``).
+        ValueError: empty ``ids``, bad ``num_classes`` or ``size``.
     """
     folder = Path(folder)
     ids = list(ids)
@@ -90,7 +91,7 @@ def load_cues(
             resized = Image.fromarray(label).resize((int(size[1]), int(size[0])), Image.NEAREST)
             label = np.asarray(resized, dtype=np.uint8)
         if maps and label.shape != maps[0].shape:
-            raise ValueError(
+            raise DataError(
                 f"cue file {path} is {label.shape[1]}x{label.shape[0]} (WxH) but "
                 f"{folder / (ids[0] + '.png')} is {maps[0].shape[1]}x{maps[0].shape[0]}; "
                 "pass size=(H, W) to resize them"

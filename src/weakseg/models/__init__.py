@@ -38,6 +38,7 @@ import torch
 import torchvision
 from torch import nn
 
+from weakseg.errors import DataError, MissingFileError
 from weakseg.models.backbones import (
     IMAGENET_WEIGHTS,
     MobileNetBackbone,
@@ -147,8 +148,8 @@ def build_model(
 
     Raises:
         ValueError: unknown name (the message lists the known ones), bad ``num_classes``,
-            ``in_channels`` or ``output_stride``, a pretrained file that does not fit.
-        FileNotFoundError: ``pretrained`` is a path that does not exist.
+            ``in_channels`` or ``output_stride``.
+        DataError, MissingFileError: the ``pretrained`` file (see :func:`load_pretrained`).
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
@@ -208,20 +209,23 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
     and loaded with ``model.load_backbone_state_dict``.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file holds no state dict, or one that fits neither the model nor its
-            backbone (the message names the file and the first mismatching keys / shapes).
+        MissingFileError: no such file (also a ``FileNotFoundError``).
+        DataError: the file is unreadable or holds pickled objects (refused), holds no state
+            dict, or one that fits neither the model nor its backbone (the message names the
+            file and the first mismatching keys / shapes; also a ``ValueError``).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        raise MissingFileError(f"pretrained weights file not found: {path}")
+    from weakseg.engine.checkpoint import read_weights  # the safe loader, with our errors
+
+    state = read_weights(path, "cpu", what="pretrained weights file")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
-        raise ValueError(f"pretrained file {path} does not hold a state dict of tensors")
+        raise DataError(f"pretrained file {path} does not hold a state dict of tensors")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
     if set(state) == set(own):
@@ -231,7 +235,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
             if v.shape != own[k].shape
         ]
         if bad:
-            raise ValueError(
+            raise DataError(
                 f"pretrained file {path} has the keys of this model but other shapes "
                 f"(another num_classes or in_channels?): {bad[:5]}"
             )
@@ -241,7 +245,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
     if loader is None:
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
-        raise ValueError(
+        raise DataError(
             f"pretrained file {path} does not match the {type(model).__name__}: "
             f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
         )

@@ -15,6 +15,8 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models import vgg
 
+from weakseg.errors import DataError
+
 __all__ = [
     "IMAGENET_WEIGHTS",
     "MobileNetBackbone",
@@ -234,7 +236,8 @@ def load_backbone_state_dict(
 
     Classifier keys (``fc.*``, ``classifier.*``) are dropped; a first convolution trained on RGB
     is adapted (:func:`adapt_first_conv`) when the backbone takes another number of channels.
-    Raises ValueError naming ``source`` and the keys when the rest does not match exactly.
+    Raises :class:`~weakseg.errors.DataError` (a ``ValueError``) naming ``source`` and the keys
+    when the rest does not match exactly.
     """
     own = backbone.state_dict()
     kept = {k: v for k, v in state.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
@@ -252,7 +255,7 @@ def load_backbone_state_dict(
     missing = sorted(set(own) - set(kept))
     unexpected = sorted(set(kept) - set(own))
     if missing or unexpected:
-        raise ValueError(
+        raise DataError(
             f"{source} does not match the {type(backbone).__name__}: "
             f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
             f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
@@ -263,6 +266,6 @@ def load_backbone_state_dict(
         if kept[k].shape != own[k].shape
     ]
     if bad:
-        raise ValueError(f"{source} has shapes that do not match the backbone: {bad[:5]}")
+        raise DataError(f"{source} has shapes that do not match the backbone: {bad[:5]}")
     with torch.no_grad():
         backbone.load_state_dict(kept, strict=True)
