@@ -10,8 +10,15 @@ volume, hardly changes). Prints, per loss and setting, the median relative chang
 ``(R(S) - R(S*)) / R(S*)`` and the share of slices where the perturbed segmentation scores
 *better* than the truth (the truth should be a local minimum: 0% on both sides).
 
+``--segmentations NAME=DIR`` scores label maps ``DIR/<id>.png`` of the same slices too, e.g. the
+predictions of a trained network: does the loss prefer what training found to the truth?
+``--print-slices`` prints the probed slices' image files, for ``weakseg predict``::
+
     python scripts/acdc_regularizer_bias.py [--data-root ../shared/data/acdc-scribble]
         [--slices 48] [--radius 3] [--gammas 1 0.1 0.01] [--no-baselines]
+        [--segmentations NAME=DIR ...] [--print-slices]
+    weakseg predict RUN/checkpoint.pth $(python scripts/acdc_regularizer_bias.py
+        --print-slices) -o PRED --no-overlay
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from scipy import ndimage
 
 from weakseg.data import FolderDataset
@@ -64,6 +73,30 @@ def normalized_cut_terms(probs: torch.Tensor, affinity: GaussianAffinity) -> tor
     return (cut / volume)[0]
 
 
+def read_segmentation(folder: Path, sample_id: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The label map ``folder/<sample_id>.png`` (class ids), checked against the slice's
+    ``shape``; the errors name the file."""
+    path = folder / f"{sample_id}.png"
+    if not path.is_file():
+        raise SystemExit(f"error: no segmentation {path} (predict the --print-slices files)")
+    with Image.open(path) as image:
+        labels = np.array(image, dtype=np.int64)
+    if labels.shape != shape:
+        raise SystemExit(f"error: {path} is {labels.shape}, the slice {shape}")
+    return labels
+
+
+def named_folders(items: list[str]) -> dict[str, Path]:
+    """``NAME=DIR`` arguments as ``{NAME: DIR}``."""
+    folders = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise SystemExit(f"error: --segmentations takes NAME=DIR, got {item!r}")
+        folders[name] = Path(folder)
+    return folders
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default="../shared/data/acdc-scribble")
@@ -72,10 +105,25 @@ def main() -> None:
     parser.add_argument("--sigma-xy", type=float, default=40.0)
     parser.add_argument("--gammas", type=float, nargs="+", default=[1.0, 0.1, 0.01])
     parser.add_argument("--no-baselines", action="store_true", help="kernel cut rows only")
+    parser.add_argument(
+        "--segmentations",
+        nargs="+",
+        default=[],
+        metavar="NAME=DIR",
+        help="also score the label maps DIR/<id>.png of the probed slices",
+    )
+    parser.add_argument(
+        "--print-slices", action="store_true", help="print the probed image files and stop"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     data = FolderDataset(args.data_root, "train", supervision="full", channels=1)
     indices = np.linspace(0, len(data) - 1, args.slices).round().astype(int)
+    if args.print_slices:
+        print("\n".join(str(data.files[int(index)].image) for index in indices))
+        return
+    folders = named_folders(args.segmentations)
+    alternatives = ["grow", "shrink", *folders]
     sxy = args.sigma_xy
     # each loss of (images, probs, W at sigma_xy, W at sigma_xy 200): the two affinities are
     # built once per image and shared by all the losses and segmentations scored on it
@@ -98,7 +146,7 @@ def main() -> None:
         losses["kernel cut, gamma 0.1, NC sigma_xy 200"] = lambda i, p, w, wide: kernel_cut_loss(
             i, p, gamma=0.1, affinity=w, nc_affinity=wide
         )
-    changes: dict[str, dict[str, list[float]]] = {n: {"grow": [], "shrink": []} for n in losses}
+    changes = {name: {side: [] for side in alternatives} for name in losses}
     foreground, background_share = [], []
     for index in indices:
         image, _, mask = data.load(int(index))
@@ -111,6 +159,10 @@ def main() -> None:
             side: one_hot(perturbed(mask, args.radius, side == "grow"), data.num_classes)
             for side in ("grow", "shrink")
         }
+        sample_id = data.files[int(index)].id
+        for name, folder in folders.items():
+            labels = read_segmentation(folder, sample_id, mask.shape)
+            sides[name] = one_hot(labels, data.num_classes)
         terms = normalized_cut_terms(truth, affinity)
         background_share.append(float(terms[0] / terms.sum()))
         for name, loss in losses.items():
@@ -123,14 +175,15 @@ def main() -> None:
         f"of the pixels (median); structures grown / shrunk by {args.radius} px; "
         f"sigma_rgb 15, sigma_xy {sxy}"
     )
-    print(f"{'loss':<40} {'grow: median':>13} {'better':>7} {'shrink: median':>15} {'better':>7}")
+    header = "".join(f"{side + ': median':>22} {'better':>7}" for side in alternatives)
+    print(f"{'loss':<40}{header}")
     for name, sides in changes.items():
         cells = []
-        for side in ("grow", "shrink"):
+        for side in alternatives:
             values = sides[side]
             better = sum(v < 0 for v in values) / len(values)
-            cells.append(f"{100 * statistics.median(values):+12.1f}% {100 * better:6.0f}%")
-        print(f"{name:<40} {cells[0]} {cells[1]:>23}")
+            cells.append(f"{100 * statistics.median(values):+21.1f}% {100 * better:6.0f}%")
+        print(f"{name:<40}{''.join(cells)}")
     print(
         f"the background's term is {100 * np.median(background_share):.1f}% of the normalized "
         "cut at the ground truth (median)"

@@ -6,7 +6,9 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+from PIL import Image
 
 from weakseg.losses import GaussianAffinity, normalized_cut_loss
 
@@ -39,3 +41,19 @@ def test_perturbed_grows_and_shrinks_each_structure() -> None:
         assert (grown == k).sum() == 6 * 6 - 4  # a 1-px ring, no diagonal corners
         assert (shrunk == k).sum() == 2 * 2
     assert bool((grown[mask > 0] == mask[mask > 0]).all())
+
+
+def test_segmentations_are_read_by_id_and_checked(tmp_path) -> None:
+    assert probe.named_folders(["net=a/b", "x=y=z"]) == {"net": Path("a/b"), "x": Path("y=z")}
+    for bad in ("net", "=dir", "net="):
+        with pytest.raises(SystemExit, match="NAME=DIR"):
+            probe.named_folders([bad])
+    labels = np.zeros((6, 8), dtype=np.uint8)
+    labels[2:4, 3:6] = 2
+    Image.fromarray(labels).save(tmp_path / "case_1.png")
+    read = probe.read_segmentation(tmp_path, "case_1", (6, 8))
+    assert read.dtype == np.int64 and (read == labels).all()
+    with pytest.raises(SystemExit, match=r"case_1\.png is \(6, 8\), the slice \(8, 6\)"):
+        probe.read_segmentation(tmp_path, "case_1", (8, 6))
+    with pytest.raises(SystemExit, match=r"no segmentation .*case_2\.png"):
+        probe.read_segmentation(tmp_path, "case_2", (6, 8))
