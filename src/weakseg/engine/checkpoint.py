@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from weakseg.errors import DataError, MissingFileError
+from weakseg.models.weights_file import read_weights
 
 try:
     import fcntl
@@ -36,7 +36,6 @@ __all__ = [
     "CheckpointNotFoundError",
     "get_rng_state",
     "load_checkpoint",
-    "read_weights",
     "remove_stale_temporaries",
     "save_checkpoint",
     "set_rng_state",
@@ -124,56 +123,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             hint="give a checkpoint of 'weakseg train' (checkpoint.pth or best.pth)",
         )
     return state
-
-
-def read_weights(
-    path: str | Path, map_location: str | torch.device = "cpu", what: str = "checkpoint"
-) -> Any:
-    """``torch.load(path, weights_only=True)`` of a file that a user hands us, with our errors.
-
-    Args:
-        path: an existing file (the caller checks that it exists and names what is missing).
-        map_location: as for ``torch.load``.
-        what: the file's kind in the messages (``"checkpoint"``, ``"pretrained weights file"``).
-
-    Raises:
-        DataError: the file is truncated or not a PyTorch file, or holds pickled Python objects
-            (refused: loading them could run code; the message never suggests
-            ``weights_only=False``).
-    """
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise _unreadable(Path(path), exc, what) from None
-
-
-def _unreadable(path: Path, exc: Exception, what: str) -> DataError:
-    """Our message for a file that ``torch.load(weights_only=True)`` refused or could not read.
-
-    torch's own text for a refused pickle advises loading with ``weights_only=False``, which
-    would run whatever code the file holds: it is not passed on.
-    """
-    text = str(exc)
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    if found:
-        return DataError(
-            f"refused {what} {path}: it holds a pickled Python object ({found.group(1)}), "
-            "and loading one can run arbitrary code; weakseg checkpoints hold tensors, numbers "
-            "and strings only",
-            hint="use a checkpoint written by weakseg, or re-save the model's state_dict alone",
-        )
-    detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, re.DOTALL)
-    if detail:
-        reason = " ".join(detail.group(1).split())
-    elif "weights_only" in text:
-        reason = "refused by the safe loader"
-    else:
-        lines = text.strip().splitlines()
-        reason = lines[0] if lines else type(exc).__name__
-    return DataError(
-        f"cannot read {what} {path}: {reason}",
-        hint="the file is truncated or not a PyTorch checkpoint; use another one",
-    )
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -50,6 +50,7 @@ from weakseg.models.backbones import (
 from weakseg.models.crf_layer import CRFLayerModel, build_crf_layer_model
 from weakseg.models.deeplab import BackboneHeadNet, DeepLabLargeFOV, DeepLabV3Plus
 from weakseg.models.unet import UNet
+from weakseg.models.weights_file import read_weights
 
 __all__ = [
     "MODEL_NAMES",
@@ -66,6 +67,7 @@ __all__ = [
     "build_model",
     "load_backbone_state_dict",
     "load_pretrained",
+    "read_weights",
 ]
 
 # name -> (backbone name for ImageNet weights or None, default output stride or None if fixed)
@@ -217,8 +219,6 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"pretrained weights file not found: {path}")
-    from weakseg.engine.checkpoint import read_weights  # the safe loader, with our errors
-
     state = read_weights(path, "cpu", what="pretrained weights file")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
