@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import urllib.error
+
 import pytest
 import torch
 import torchvision
+import torchvision.models._api as weights_api
 
 from weakseg.errors import DataError, MissingFileError
 from weakseg.models import MODEL_NAMES, UNet, adapt_first_conv, build_model
@@ -154,3 +157,16 @@ def test_unet_channels_last_same_function_and_gradients() -> None:
     out_fast.square().sum().backward()
     for (name, p), q in zip(plain.named_parameters(), fast.parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_imagenet_weights_that_cannot_be_fetched_are_one_named_error(monkeypatch) -> None:
+    def offline(url: str, *args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(weights_api, "load_state_dict_from_url", offline)
+    with pytest.raises(MissingFileError) as caught:
+        build_model("deeplabv3plus_mobilenet_v2", 3, pretrained="imagenet")
+    message = str(caught.value)
+    assert "MobileNet_V2_Weights.IMAGENET1K_V1 of mobilenet_v2" in message
+    assert "Name or service not known" in message
+    assert "set pretrained to the path of a local weights file" in message

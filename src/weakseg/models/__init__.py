@@ -196,9 +196,24 @@ def _fixed_stride(name: str) -> int | None:
 
 
 def _imagenet_state_dict(backbone_name: str) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet weights of the backbone, from its cache or downloaded.
+
+    Raises:
+        MissingFileError: they are not cached and cannot be downloaded (offline, a proxy, a
+            corrupt download), naming the weights, the reason and where to put them.
+    """
     enum_name, member = IMAGENET_WEIGHTS[backbone_name]
     weights = getattr(getattr(torchvision.models, enum_name), member)
-    return weights.get_state_dict(progress=True)
+    try:
+        return weights.get_state_dict(progress=True)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash a RuntimeError
+        folder = Path(torch.hub.get_dir()) / "checkpoints"
+        raise MissingFileError(
+            f"cannot get torchvision's ImageNet weights {enum_name}.{member} of {backbone_name} "
+            f"({weights.url}): {exc}",
+            hint=f"download that file into {folder} where there is internet, or set pretrained "
+            "to the path of a local weights file",
+        ) from None
 
 
 def load_pretrained(model: nn.Module, path: str | Path) -> None:
