@@ -146,7 +146,7 @@ def main() -> None:
         losses["kernel cut, gamma 0.1, NC sigma_xy 200"] = lambda i, p, w, wide: kernel_cut_loss(
             i, p, gamma=0.1, affinity=w, nc_affinity=wide
         )
-    changes = {name: {side: [] for side in alternatives} for name in losses}
+    changes: dict[str, dict[str, list[float]]] = {n: {s: [] for s in alternatives} for n in losses}
     foreground, background_share = [], []
     for index in indices:
         image, _, mask = data.load(int(index))
