@@ -30,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from scipy import ndimage
 
 from weakseg.data import FolderDataset
+from weakseg.data.io import read_label
+from weakseg.errors import DataError
 from weakseg.losses import (
     GaussianAffinity,
     dense_crf_loss,
@@ -79,8 +80,10 @@ def read_segmentation(folder: Path, sample_id: str, shape: tuple[int, ...]) -> n
     path = folder / f"{sample_id}.png"
     if not path.is_file():
         raise SystemExit(f"error: no segmentation {path} (predict the --print-slices files)")
-    with Image.open(path) as image:
-        labels = np.array(image, dtype=np.int64)
+    try:
+        labels = read_label(path, "segmentation").astype(np.int64)
+    except DataError as error:
+        raise SystemExit(f"error: {error}") from None
     if labels.shape != shape:
         raise SystemExit(f"error: {path} is {labels.shape}, the slice {shape}")
     return labels
@@ -123,7 +126,7 @@ def main() -> None:
         print("\n".join(str(data.files[int(index)].image) for index in indices))
         return
     folders = named_folders(args.segmentations)
-    alternatives = ["grow", "shrink", *folders]
+    candidate_names = ["grow", "shrink", *folders]
     sxy = args.sigma_xy
     # each loss of (images, probs, W at sigma_xy, W at sigma_xy 200): the two affinities are
     # built once per image and shared by all the losses and segmentations scored on it
@@ -146,7 +149,9 @@ def main() -> None:
         losses["kernel cut, gamma 0.1, NC sigma_xy 200"] = lambda i, p, w, wide: kernel_cut_loss(
             i, p, gamma=0.1, affinity=w, nc_affinity=wide
         )
-    changes: dict[str, dict[str, list[float]]] = {n: {s: [] for s in alternatives} for n in losses}
+    changes: dict[str, dict[str, list[float]]] = {
+        name: {candidate: [] for candidate in candidate_names} for name in losses
+    }
     foreground, background_share = [], []
     for index in indices:
         image, _, mask = data.load(int(index))
@@ -155,32 +160,33 @@ def main() -> None:
         affinity = GaussianAffinity(images, 15.0, sxy, dtype=torch.float64)
         wide = GaussianAffinity(images, 15.0, 200.0, dtype=torch.float64)
         truth = one_hot(mask, data.num_classes)
-        sides = {
+        # the segmentations compared with the truth: the perturbed truths, then the read ones
+        candidates = {
             side: one_hot(perturbed(mask, args.radius, side == "grow"), data.num_classes)
             for side in ("grow", "shrink")
         }
         sample_id = data.files[int(index)].id
         for name, folder in folders.items():
             labels = read_segmentation(folder, sample_id, mask.shape)
-            sides[name] = one_hot(labels, data.num_classes)
+            candidates[name] = one_hot(labels, data.num_classes)
         terms = normalized_cut_terms(truth, affinity)
         background_share.append(float(terms[0] / terms.sum()))
         for name, loss in losses.items():
             reference = float(loss(images, truth, affinity, wide))
-            for side, probs in sides.items():
+            for candidate, probs in candidates.items():
                 value = float(loss(images, probs, affinity, wide))
-                changes[name][side].append((value - reference) / reference)
+                changes[name][candidate].append((value - reference) / reference)
     print(
         f"{len(indices)} ACDC training slices, foreground {100 * np.median(foreground):.1f}% "
         f"of the pixels (median); structures grown / shrunk by {args.radius} px; "
         f"sigma_rgb 15, sigma_xy {sxy}"
     )
-    header = "".join(f"{side + ': median':>22} {'better':>7}" for side in alternatives)
+    header = "".join(f"{name + ': median':>22} {'better':>7}" for name in candidate_names)
     print(f"{'loss':<40}{header}")
-    for name, sides in changes.items():
+    for name, by_candidate in changes.items():
         cells = []
-        for side in alternatives:
-            values = sides[side]
+        for candidate in candidate_names:
+            values = by_candidate[candidate]
             better = sum(v < 0 for v in values) / len(values)
             cells.append(f"{100 * statistics.median(values):+21.1f}% {100 * better:6.0f}%")
         print(f"{name:<40}{''.join(cells)}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from weakseg.errors import DataError
+from weakseg.errors import DataError, MissingFileError
 
 __all__ = [
     "IGNORE_INDEX",
@@ -54,7 +54,7 @@ VOC_PALETTE.setflags(write=False)
 
 def _open(path: Path, what: str) -> Image.Image:
     if not path.is_file():
-        raise DataError(f"missing {what} file: {path}")
+        raise MissingFileError(f"missing {what} file: {path}")
     try:
         image = Image.open(path)
         image.load()  # decode now: truncated files fail here, not later in a worker
@@ -71,7 +71,8 @@ def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
         channels: ``1`` or ``3`` to convert, ``None`` to keep the file's own (1 for gray, 3 else).
 
     Raises:
-        DataError: the file is missing, unreadable or truncated.
+        DataError: the file is missing (a :class:`~weakseg.errors.MissingFileError`),
+            unreadable or truncated.
     """
     path = Path(path)
     if channels not in (None, 1, 3):
@@ -109,7 +110,8 @@ def read_label(path: str | Path, what: str = "label") -> np.ndarray:
     PASCAL VOC), or 16-bit with values below 256.
 
     Raises:
-        DataError: missing, unreadable or truncated file, a colour (RGB) file, or values > 255.
+        DataError: missing (a :class:`~weakseg.errors.MissingFileError`), unreadable or
+            truncated file, a colour (RGB) file, or values > 255.
     """
     path = Path(path)
     image = _open(path, what)
